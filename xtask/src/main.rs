@@ -1,0 +1,126 @@
+//! Project automation, run as `cargo xtask <command>`:
+//!
+//! - `codegen [--check]`: regenerate `amqp-codec`'s methods from the vendored spec;
+//! - `check-deps`: enforce the dependency rules of `docs/ARCHITECTURE.md`;
+//! - `ci`: everything CI runs (format, clippy, docs, tests, codegen check, dependency rules,
+//!   fuzz-target build).
+
+mod codegen;
+mod deps;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = root();
+    let result = match args.first().map(String::as_str) {
+        Some("codegen") => codegen::run(&root, args.iter().any(|a| a == "--check")),
+        Some("check-deps") => deps::check(&root),
+        Some("ci") => ci(&root),
+        _ => Err("usage: cargo xtask <codegen [--check] | check-deps | ci>".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a command in the workspace root, failing with its description if it fails.
+fn run(root: &Path, program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+    let shown = format!("{program} {}", args.join(" "));
+    eprintln!("==> {shown}");
+    let status = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{shown}` failed ({status})"))
+    }
+}
+
+fn ci(root: &Path) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(root, &cargo, &["fmt", "--all", "--check"], &[])?;
+    eprintln!("==> codegen --check");
+    codegen::run(root, true)?;
+    eprintln!("==> check-deps");
+    deps::check(root)?;
+    run(
+        root,
+        &cargo,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    run(
+        root,
+        &cargo,
+        &["doc", "--workspace", "--no-deps", "--locked"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    run(
+        root,
+        &cargo,
+        &["test", "--workspace", "--all-targets", "--locked"],
+        &[],
+    )?;
+    run(
+        root,
+        &cargo,
+        &["test", "--workspace", "--doc", "--locked"],
+        &[],
+    )?;
+    // The fuzz targets are their own workspace; CI at least builds them.
+    run(
+        root,
+        &cargo,
+        &[
+            "build",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--locked",
+            "--bins",
+        ],
+        &[],
+    )?;
+    eprintln!("xtask ci: all checks passed");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed generated code is exactly what the generator produces from the spec.
+    #[test]
+    fn generated_code_is_up_to_date() {
+        let root = super::root();
+        let fresh = super::codegen::generate(&root).expect("generate");
+        let committed =
+            std::fs::read_to_string(root.join(super::codegen::OUT)).expect("read generated.rs");
+        assert!(
+            fresh == committed,
+            "generated.rs is stale: run `cargo xtask codegen`"
+        );
+    }
+}
