@@ -11,10 +11,12 @@ This script is the documentation of how the files next to it were made
                                           tshark's own AMQP dissector (PDML output)
     python3 record.py check  [NAME ...]   split NAME.c2s.bin / NAME.s2c.bin into frames with
                                           a tiny independent splitter and compare them with
-                                          NAME.frames.tsv (types, channels, ids, sizes)
+                                          NAME.frames.tsv (types, channels, ids, sizes),
+                                          and the .bin files with the pcap's TCP streams
 
 Expects RabbitMQ on 127.0.0.1:5672 with the default guest/guest user, and
-`pip install pika amqp`.  The proxy listens on 127.0.0.1:5673.
+`pip install pika amqp`.  The proxy listens on 127.0.0.1:5673; its upstream
+connection leaves from 127.0.0.3, which is what the capture filter selects.
 
 Each scenario makes exactly one client connection through the proxy.  The proxy
 writes every byte exactly as it forwards it: client->server bytes to
@@ -268,8 +270,8 @@ def scenario_publish_consume():
 
     method, _, _ = ch.basic_get("golden.q")          # the message with all properties
     ch.basic_nack(method.delivery_tag, requeue=True)
-    method, _, _ = ch.basic_get("golden.q")          # the big one
-    ch.basic_ack(method.delivery_tag)
+    method, _, _ = ch.basic_get("golden.q")          # the same one again, redelivered:
+    ch.basic_ack(method.delivery_tag)                # nack put it back at the head
 
     for i in range(3):
         ch.basic_publish("", "golden.q", b"small %d" % i)
@@ -281,7 +283,7 @@ def scenario_publish_consume():
         while len(got) < n and time.time() < deadline:
             conn.process_data_events(time_limit=0.1)
 
-    pump(4)                                          # all-properties (redelivered), small 0, 1, 2
+    pump(4)                                          # the big one, small 0, 1, 2
     ch.basic_ack(got[0].delivery_tag)
     ch.basic_nack(got[1].delivery_tag, requeue=True)
     ch.basic_reject(got[2].delivery_tag, requeue=False)
@@ -667,8 +669,29 @@ def tsv_rows(name, direction):
     return rows
 
 
+def pcap_streams(name):
+    """Both directions' bytes, reassembled by tshark from NAME.pcap."""
+    out = subprocess.run(
+        ["tshark", "-r", os.path.join(HERE, f"{name}.pcap"), "-q", "-z", "follow,tcp,raw,0"],
+        check=True, capture_output=True, text=True).stdout
+    streams = {"c2s": b"", "s2c": b""}
+    body = out.split("Node 1:", 1)[1].split("\n", 1)[1]
+    for line in body.splitlines():
+        if not line.strip() or line.startswith("==="):
+            continue
+        direction = "s2c" if line.startswith("\t") else "c2s"  # node 0 is the proxy
+        streams[direction] += bytes.fromhex(line.strip())
+    return streams
+
+
 def check(name):
     ok = True
+    streams = pcap_streams(name)
+    for direction in ("c2s", "s2c"):
+        with open(os.path.join(HERE, f"{name}.{direction}.bin"), "rb") as f:
+            same = f.read() == streams[direction]
+        ok &= same
+        print(f"{name} {direction}: bin and pcap bytes " + ("identical" if same else "DIFFER"))
     for direction in ("c2s", "s2c"):
         b, t = bin_rows(name, direction), tsv_rows(name, direction)
         same = b == t
