@@ -1,10 +1,17 @@
-//! `cargo xtask codegen`: generates `crates/amqp-codec/src/generated.rs` from RabbitMQ's
+//! `cargo xtask codegen`: generates `crates/amqp-codec/src/generated.rs` and the codec's
+//! property-test strategies `crates/amqp-codec/tests/it/gen_strategies.rs` from RabbitMQ's
 //! `amqp-rabbitmq-0.9.1.json`.
 //!
-//! Output: the `ReplyCode` enum (from the spec's constants), one struct per method, the
+//! `generated.rs`: the `ReplyCode` enum (from the spec's constants), one struct per method, the
 //! `Method` enum with ids, names and flags, argument decoding and encoding (bits packed as the
-//! spec says), and `BasicProperties` with its property-flag codec. The text is passed through
-//! rustfmt so that the committed file is formatted and the `--check` comparison is exact.
+//! spec says), and `BasicProperties` with its property-flag codec.
+//!
+//! `gen_strategies.rs`: a proptest strategy per method struct with every field random, the
+//! list of them by method name, and `any_method()`. The strategies for strings and tables are
+//! hand-written in the test module `properties.rs`, which the generated file imports.
+//!
+//! Both texts are passed through rustfmt so that the committed files are formatted and the
+//! `--check` comparison is exact.
 
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -13,29 +20,51 @@ use std::process::{Command, Stdio};
 
 pub(crate) const SPEC: &str = "crates/amqp-codec/spec/amqp-rabbitmq-0.9.1.json";
 pub(crate) const OUT: &str = "crates/amqp-codec/src/generated.rs";
+pub(crate) const OUT_STRATEGIES: &str = "crates/amqp-codec/tests/it/gen_strategies.rs";
 
-/// Writes the generated file, or with `check` fails if it differs from the committed one.
+/// Writes the generated files, or with `check` fails if any differs from the committed one.
+///
+/// Files whose text is already up to date are not rewritten, so their modification time (and
+/// cargo's rebuilds) stay as they are.
 pub(crate) fn run(root: &Path, check: bool) -> Result<(), String> {
-    let text = generate(root)?;
-    let out = root.join(OUT);
-    if check {
-        let current = std::fs::read_to_string(&out).map_err(|e| format!("{OUT}: {e}"))?;
-        if current != text {
-            return Err(format!(
-                "{OUT} is stale: run `cargo xtask codegen` and commit the result"
-            ));
+    let mut stale = Vec::new();
+    for (path, text) in generate(root)? {
+        let out = root.join(path);
+        let current = match std::fs::read_to_string(&out) {
+            Ok(current) => Some(current),
+            Err(e) if check || e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("{path}: {e}"));
+            }
+            Err(_) => None,
+        };
+        if current.as_deref() == Some(text.as_str()) {
+            continue;
         }
-        return Ok(());
+        if check {
+            stale.push(path);
+        } else {
+            std::fs::write(&out, text).map_err(|e| format!("{path}: {e}"))?;
+        }
     }
-    std::fs::write(&out, text).map_err(|e| format!("{OUT}: {e}"))
+    if stale.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "stale generated code in {}: run `cargo xtask codegen` and commit the result",
+            stale.join(", ")
+        ))
+    }
 }
 
-/// The formatted text of the generated file.
-pub(crate) fn generate(root: &Path) -> Result<String, String> {
+/// Every generated file: its path relative to the workspace root and its formatted text.
+pub(crate) fn generate(root: &Path) -> Result<Vec<(&'static str, String)>, String> {
     let spec = std::fs::read_to_string(root.join(SPEC)).map_err(|e| format!("{SPEC}: {e}"))?;
     let spec: Value = serde_json::from_str(&spec).map_err(|e| format!("{SPEC}: {e}"))?;
-    let raw = Generator::new(&spec)?.emit()?;
-    rustfmt(&raw)
+    let generator = Generator::new(&spec)?;
+    Ok(vec![
+        (OUT, rustfmt(&generator.emit()?)?),
+        (OUT_STRATEGIES, rustfmt(&generator.emit_strategies())?),
+    ])
 }
 
 fn rustfmt(src: &str) -> Result<String, String> {
@@ -119,10 +148,10 @@ impl Ty {
     fn write(self, expr: &str) -> String {
         match self {
             Ty::Bit => unreachable_bit().into(),
-            Ty::Octet => format!("buf.put_u8({expr});"),
-            Ty::Short => format!("buf.put_u16({expr});"),
-            Ty::Long => format!("buf.put_u32({expr});"),
-            Ty::LongLong | Ty::Timestamp => format!("buf.put_u64({expr});"),
+            Ty::Octet => format!("put_octet(buf, {expr});"),
+            Ty::Short => format!("put_short(buf, {expr});"),
+            Ty::Long => format!("put_long(buf, {expr});"),
+            Ty::LongLong | Ty::Timestamp => format!("put_longlong(buf, {expr});"),
             Ty::ShortStr => format!("put_shortstr(buf, &{expr});"),
             Ty::LongStr => format!("put_longstr(buf, &{expr});"),
             Ty::Table => format!("put_table(buf, &{expr});"),
@@ -235,9 +264,11 @@ impl<'a> Generator<'a> {
         o.push_str(
             "// @generated by `cargo xtask codegen` from spec/amqp-rabbitmq-0.9.1.json.\n\
              // Do not edit: change the generator (xtask/src/codegen.rs) and regenerate.\n\n\
-             use crate::wire::{Reader, put_longstr, put_shortstr, put_table};\n\
+             use crate::wire::{\n\
+             Reader, put_long, put_longlong, put_longstr, put_octet, put_short, put_shortstr, put_table,\n\
+             };\n\
              use crate::{CodecError, FieldTable, LongStr, ShortStr};\n\
-             use bytes::{BufMut, BytesMut};\n\n",
+             use bytes::BytesMut;\n\n",
         );
         self.emit_constants(&mut o)?;
         for m in &self.methods {
@@ -385,7 +416,13 @@ impl<'a> Generator<'a> {
                 }
             } else {
                 let f = &m.fields[i];
-                let _ = writeln!(o, "let {} = {};", f.name, f.ty.read());
+                // RabbitMQ rejects short strings that are not UTF-8 in the arguments of methods
+                // without content; it does not look at those of content-carrying ones.
+                let read = match f.ty {
+                    Ty::ShortStr if !m.content => "r.shortstr_utf8()?",
+                    ty => ty.read(),
+                };
+                let _ = writeln!(o, "let {} = {read};", f.name);
                 i += 1;
             }
         }
@@ -411,7 +448,7 @@ impl<'a> Generator<'a> {
                         _ => format!("(u8::from(self.{}) << {k})", f.name),
                     })
                     .collect();
-                let _ = writeln!(o, "buf.put_u8({});", parts.join(" | "));
+                let _ = writeln!(o, "put_octet(buf, {});", parts.join(" | "));
             } else {
                 let f = &m.fields[i];
                 let _ = writeln!(o, "{}", f.ty.write(&format!("self.{}", f.name)));
@@ -472,7 +509,7 @@ impl<'a> Generator<'a> {
         o.push_str(
             "_ => return Err(CodecError::UnknownMethod { class_id, method_id }),\n})\n}\n\n",
         );
-        o.push_str("/// Encodes class id, method id and arguments: a method frame's payload.\npub fn encode(&self, buf: &mut BytesMut) {\nbuf.put_u16(self.class_id());\nbuf.put_u16(self.method_id());\nmatch self {\n");
+        o.push_str("/// Encodes class id, method id and arguments: a method frame's payload.\npub fn encode(&self, buf: &mut BytesMut) {\nput_short(buf, self.class_id());\nput_short(buf, self.method_id());\nmatch self {\n");
         for m in &self.methods {
             let _ = writeln!(
                 o,
@@ -533,21 +570,131 @@ impl<'a> Generator<'a> {
                 15 - i
             );
         }
-        o.push_str("flags\n}\n\n/// Decodes the property list for `flags` (already read).\npub(crate) fn decode(flags: u16, r: &mut Reader<'_>) -> Result<Self, CodecError> {\nif flags & !Self::FLAG_MASK != 0 {\nreturn Err(CodecError::BadPropertyFlags(flags));\n}\nlet mut p = Self::default();\n");
+        // Each property is read into a local and the struct is built once at the end, so the
+        // (large) value can be written straight into its final place instead of being
+        // default-initialised, filled in and then moved.
+        o.push_str("flags\n}\n\n/// Decodes the property list for `flags` (already read). Like RabbitMQ, flag bits that name\n/// no property (bit 1, and bit 0, the continuation flag) are ignored.\n#[inline]\npub(crate) fn decode(flags: u16, r: &mut Reader<'_>) -> Result<Self, CodecError> {\n");
         for (i, (name, ty)) in fields.iter().enumerate() {
             let _ = writeln!(
                 o,
-                "if flags & (1 << {}) != 0 {{ p.{name} = Some({}); }}",
+                "let {name} = if flags & (1 << {}) != 0 {{ Some({}) }} else {{ None }};",
                 15 - i,
                 ty.read()
             );
         }
-        o.push_str("Ok(p)\n}\n\n/// Encodes flags and property list.\npub fn encode(&self, buf: &mut BytesMut) {\nbuf.put_u16(self.flags());\n");
+        let names: Vec<&str> = fields.iter().map(|(name, _)| name.as_str()).collect();
+        let _ = writeln!(o, "Ok(Self {{ {} }})", names.join(", "));
+        o.push_str("}\n\n/// Encodes flags and property list.\npub fn encode(&self, buf: &mut BytesMut) {\nput_short(buf, self.flags());\n");
         for (name, ty) in &fields {
             let w = ty.write("*v").replace("&*v", "v");
             let _ = writeln!(o, "if let Some(v) = &self.{name} {{ {w} }}");
         }
         o.push_str("}\n}\n");
         Ok(())
+    }
+}
+
+impl Ty {
+    /// The proptest strategy for a random value of the type, as used by `gen_strategies.rs`.
+    fn strategy(self) -> &'static str {
+        match self {
+            Ty::Bit => "any::<bool>()",
+            Ty::Octet => "any::<u8>()",
+            Ty::Short => "any::<u16>()",
+            Ty::Long => "any::<u32>()",
+            Ty::LongLong | Ty::Timestamp => "any::<u64>()",
+            Ty::ShortStr => "shortstr()",
+            Ty::LongStr => "longstr()",
+            Ty::Table => "field_table()",
+        }
+    }
+}
+
+impl Generator<'_> {
+    /// The text of `gen_strategies.rs`: a strategy per method struct, `method_strategies()` and
+    /// `any_method()`.
+    fn emit_strategies(&self) -> String {
+        let mut o = String::new();
+        o.push_str(
+            "// @generated by `cargo xtask codegen` from spec/amqp-rabbitmq-0.9.1.json.\n\
+             // Do not edit: change the generator (xtask/src/codegen.rs) and regenerate.\n\n\
+             //! proptest strategies for every method of the spec, every field random: integers\n\
+             //! and bits any value, strings and tables from the strategies in `properties.rs`.\n\n\
+             use crate::properties::{field_table, longstr, shortstr, shortstr_utf8};\n\
+             use proptest::prelude::*;\n\
+             use proptest::strategy::Union;\n\
+             use warren_amqp_codec as codec;\n\n",
+        );
+        for m in &self.methods {
+            let name = Self::struct_name(m);
+            let _ = writeln!(
+                o,
+                "/// `{}.{}` with random arguments.\npub(crate) fn {}() -> impl Strategy<Value = codec::{name}> {{",
+                m.class_name,
+                m.name,
+                Self::strategy_fn(m)
+            );
+            let names: Vec<&str> = m.fields.iter().map(|f| f.name.as_str()).collect();
+            // Short strings of methods without content must be UTF-8 (the decoder checks them).
+            let strategies: Vec<&str> = m
+                .fields
+                .iter()
+                .map(|f| match f.ty {
+                    Ty::ShortStr if !m.content => "shortstr_utf8()",
+                    ty => ty.strategy(),
+                })
+                .collect();
+            match m.fields.len() {
+                0 => {
+                    let _ = writeln!(o, "Just(codec::{name} {{}})");
+                }
+                1 => {
+                    let _ = writeln!(
+                        o,
+                        "{}.prop_map(|{}| codec::{name} {{ {} }})",
+                        strategies[0], names[0], names[0]
+                    );
+                }
+                _ => {
+                    let _ = writeln!(
+                        o,
+                        "({}).prop_map(|({})| codec::{name} {{ {} }})",
+                        strategies.join(", "),
+                        names.join(", "),
+                        names.join(", ")
+                    );
+                }
+            }
+            o.push_str("}\n\n");
+        }
+        o.push_str(
+            "/// One strategy per method, with the method's name as RabbitMQ writes it, in the\n\
+             /// order of the spec.\n\
+             pub(crate) fn method_strategies() -> Vec<(&'static str, BoxedStrategy<codec::Method>)> {\n\
+             vec![\n",
+        );
+        for m in &self.methods {
+            let _ = writeln!(
+                o,
+                "(\"{}.{}\", {}().prop_map(codec::Method::{}).boxed()),",
+                m.class_name,
+                m.name,
+                Self::strategy_fn(m),
+                Self::struct_name(m)
+            );
+        }
+        o.push_str(
+            "]\n}\n\n\
+             /// Any method, each of them equally likely (a `Union`: `prop_oneof!` has an arm limit).\n\
+             pub(crate) fn any_method() -> impl Strategy<Value = codec::Method> {\n\
+             Union::new(method_strategies().into_iter().map(|(_, s)| s))\n\
+             }\n",
+        );
+        o
+    }
+
+    /// The name of a method's strategy function, e.g. `basic_recover_async`.
+    fn strategy_fn(m: &MethodDef) -> String {
+        format!("{}_{}", m.class_name, m.name).replace('-', "_")
     }
 }

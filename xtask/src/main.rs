@@ -1,6 +1,7 @@
 //! Project automation, run as `cargo xtask <command>`:
 //!
-//! - `codegen [--check]`: regenerate `amqp-codec`'s methods from the vendored spec;
+//! - `codegen [--check]`: regenerate `amqp-codec`'s methods, and the strategies of its property
+//!   tests, from the vendored spec;
 //! - `check-deps`: enforce the dependency rules of `docs/ARCHITECTURE.md`;
 //! - `ci`: everything CI runs (format, clippy, docs, tests, codegen check, dependency rules,
 //!   fuzz-target build).
@@ -111,16 +112,25 @@ fn ci(root: &Path) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    /// The committed generated code is exactly what the generator produces from the spec.
+    /// The committed generated files (`generated.rs` and the test strategies) are exactly what
+    /// the generator produces from the spec.
     #[test]
     fn generated_code_is_up_to_date() {
         let root = super::root();
-        let fresh = super::codegen::generate(&root).expect("generate");
-        let committed =
-            std::fs::read_to_string(root.join(super::codegen::OUT)).expect("read generated.rs");
-        assert!(
-            fresh == committed,
-            "generated.rs is stale: run `cargo xtask codegen`"
+        let files = super::codegen::generate(&root).expect("generate");
+        let paths: Vec<&str> = files.iter().map(|(path, _)| *path).collect();
+        assert_eq!(
+            paths,
+            [super::codegen::OUT, super::codegen::OUT_STRATEGIES],
+            "every generated file is checked"
         );
+        for (path, fresh) in files {
+            let committed = std::fs::read_to_string(root.join(path))
+                .unwrap_or_else(|e| panic!("read {path}: {e}"));
+            assert!(
+                fresh == committed,
+                "{path} is stale: run `cargo xtask codegen`"
+            );
+        }
     }
 }

@@ -22,18 +22,23 @@
 //!
 //! Time is always an argument: nothing here reads the clock.
 
+use crate::error::{ErlangBinary, snippet_label};
 use crate::frame::{self, ProtocolHeader};
 use crate::{
-    AmqpException, BasicProperties, ChannelClose, ChannelCloseOk, ChannelOpenOk, ConnectionBlocked,
-    ConnectionClose, ConnectionCloseOk, ConnectionOpenOk, ConnectionStart, ConnectionTune,
-    ConnectionUnblocked, ContentHeader, FieldTable, FieldValue, Frame, LongStr, Method, ReplyCode,
-    Scope, ShortStr,
+    AmqpException, BasicProperties, ChannelClose, ChannelCloseOk, ChannelOpenOk, CodecError,
+    ConnectionBlocked, ConnectionClose, ConnectionCloseOk, ConnectionOpenOk, ConnectionStart,
+    ConnectionTune, ConnectionUnblocked, ContentHeader, FieldTable, FieldValue, Frame, LongStr,
+    Method, ReplyCode, Scope, ShortStr,
 };
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The smallest `frame_max` a peer may negotiate, and the limit in force before tuning.
+///
+/// The 0-9-1 specification's value, which RabbitMQ 3.x enforces. RabbitMQ's spec file has said
+/// 8192 since 4.1; we keep accepting 4096 so that clients configured for the minimum (pika's
+/// `FRAME_MIN_SIZE`) keep working.
 pub const FRAME_MIN_SIZE: u32 = 4096;
 
 /// Server-side settings of the handshake.
@@ -43,7 +48,8 @@ pub struct ServerConfig {
     pub server_properties: FieldTable,
     /// The mechanisms offered, in order of preference.
     pub mechanisms: Vec<Mechanism>,
-    /// The highest channel number the server allows (`channel_max` in `connection.tune`).
+    /// How many channels a client may have open at once (`channel_max` in `connection.tune`;
+    /// RabbitMQ limits the count, not the channel numbers).
     pub channel_max: u16,
     /// The largest frame the server accepts, framing included.
     pub frame_max: u32,
@@ -51,8 +57,13 @@ pub struct ServerConfig {
     pub heartbeat: u16,
     /// How long a client may take from the protocol header to `connection.open`.
     pub handshake_timeout: Duration,
-    /// How long to wait for `connection.close-ok` after sending `connection.close`.
+    /// How long to wait for `connection.close-ok` after sending `connection.close`. As in
+    /// RabbitMQ, a negotiated heartbeat interval shorter than this replaces it.
     pub close_timeout: Duration,
+    /// How long a connection that failed before `connection.open` is held, silent, before it
+    /// is dropped. RabbitMQ makes failed handshakes wait so that they cannot be retried in a
+    /// tight loop; it sends no `connection.close` then, because clients do not expect one.
+    pub silent_close_delay: Duration,
     /// The largest message body accepted; a larger content header closes the channel with
     /// 406 PRECONDITION_FAILED (RabbitMQ's `max_message_size`).
     pub max_message_size: u64,
@@ -61,16 +72,53 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            server_properties: FieldTable::new(),
-            mechanisms: vec![Mechanism::Plain, Mechanism::AmqPlain],
+            server_properties: server_properties("Warren", env!("CARGO_PKG_VERSION"), "warren"),
+            mechanisms: vec![Mechanism::AmqPlain, Mechanism::Plain],
             channel_max: 2047,
             frame_max: 131_072,
             heartbeat: 60,
             handshake_timeout: Duration::from_secs(10),
-            close_timeout: Duration::from_secs(3),
+            close_timeout: Duration::from_secs(30),
+            silent_close_delay: Duration::from_secs(3),
             max_message_size: 128 * 1024 * 1024,
         }
     }
+}
+
+/// The protocol extensions this codec implements, announced in `server-properties`
+/// `capabilities` exactly as RabbitMQ announces them (same keys, same order).
+pub const CAPABILITIES: &[&str] = &[
+    "publisher_confirms",
+    "exchange_exchange_bindings",
+    "basic.nack",
+    "consumer_cancel_notify",
+    "connection.blocked",
+    "consumer_priorities",
+    "authentication_failure_close",
+    "per_consumer_qos",
+    "direct_reply_to",
+];
+
+/// A `server-properties` table shaped like RabbitMQ's: `capabilities` (every entry of
+/// [`CAPABILITIES`] set to true), `cluster_name`, `copyright`, `information`, `platform`,
+/// `product` and `version`. Clients such as pika and the Java client read the capabilities to
+/// decide which extensions they may use.
+pub fn server_properties(product: &str, version: &str, cluster_name: &str) -> FieldTable {
+    let capabilities: FieldTable = CAPABILITIES
+        .iter()
+        .map(|c| (ShortStr::from(c.to_string()), true))
+        .collect();
+    [
+        ("capabilities", FieldValue::Table(capabilities)),
+        ("cluster_name", cluster_name.to_string().into()),
+        ("copyright", "Copyright (c) The Warren developers".into()),
+        ("information", "Licensed under MIT or Apache-2.0".into()),
+        ("platform", "Rust".into()),
+        ("product", product.to_string().into()),
+        ("version", version.to_string().into()),
+    ]
+    .into_iter()
+    .collect()
 }
 
 /// A SASL mechanism the server supports.
@@ -96,9 +144,9 @@ impl Mechanism {
 /// The values agreed by `connection.tune` / `tune-ok`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
-    /// Highest usable channel number.
+    /// How many channels may be open at once.
     pub channel_max: u16,
-    /// Largest frame, framing included.
+    /// Largest frame payload (RabbitMQ allows the 8 octets of framing on top).
     pub frame_max: u32,
     /// Heartbeat interval in seconds (0: disabled).
     pub heartbeat: u16,
@@ -134,6 +182,10 @@ pub enum CloseReason {
 }
 
 /// What the connection tells its caller.
+///
+/// Commands carry their decoded properties inline: boxing them would cost an allocation per
+/// message on the publish path, which is worth more than the moves of a larger enum.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The client sent credentials: check them, then call
@@ -211,35 +263,66 @@ pub enum ChannelCloseReason {
     ByServer(AmqpException),
 }
 
+/// The connection's phase, named as RabbitMQ names them where they match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Waiting for the 8-octet protocol header.
     AwaitingHeader,
-    /// `connection.start` sent.
+    /// `connection.start` sent ("starting").
     AwaitingStartOk,
     /// `Event::Authenticate` emitted; waiting for the caller's verdict.
     Authenticating,
-    /// `connection.tune` sent.
+    /// `connection.tune` sent ("tuning").
     AwaitingTuneOk,
-    /// Tuned; waiting for `connection.open`.
+    /// Tuned; waiting for `connection.open` ("opening").
     AwaitingOpen,
-    /// `Event::OpenVhost` emitted; waiting for the caller's verdict.
+    /// `Event::OpenVhost` emitted; waiting for the caller's verdict ("opening").
     OpeningVhost,
-    /// Fully open.
+    /// Fully open ("running").
     Open,
-    /// We sent `connection.close`; waiting for `close-ok` until the deadline.
+    /// We sent `connection.close`; waiting for `close-ok` until the deadline ("closing").
     CloseSent,
-    /// Done: nothing more is read; flush the write buffer and drop the socket.
+    /// Failed: holding the socket, reading nothing, until the deadline.
+    SilentClose,
+    /// Done: flush the write buffer and drop the socket.
     Finished,
 }
 
+impl State {
+    /// Whether an error in this phase is answered with silence rather than `connection.close`
+    /// (RabbitMQ's handshake phases before `connection.open`).
+    fn fails_silently(self) -> bool {
+        matches!(
+            self,
+            State::AwaitingHeader
+                | State::AwaitingStartOk
+                | State::Authenticating
+                | State::AwaitingTuneOk
+        )
+    }
+
+    /// RabbitMQ's name for the phase, as it appears in "unexpected method" texts.
+    fn rabbit_name(self) -> &'static str {
+        match self {
+            State::AwaitingHeader | State::AwaitingStartOk => "starting",
+            State::Authenticating => "securing",
+            State::AwaitingTuneOk => "tuning",
+            State::AwaitingOpen | State::OpeningVhost => "opening",
+            State::Open => "running",
+            State::CloseSent | State::SilentClose | State::Finished => "closing",
+        }
+    }
+}
+
 /// Content assembly on one channel.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Assembly {
+    /// Expecting a method frame.
     Idle,
-    Header {
-        method: Method,
-    },
+    /// A content-carrying method arrived; expecting its header.
+    Header { method: Method },
+    /// Expecting `remaining` more body octets.
     Body {
         method: Method,
         header: ContentHeader,
@@ -282,11 +365,14 @@ impl BodyParts {
     }
 }
 
+/// One open channel.
 #[derive(Debug)]
-enum Channel {
-    Open(Assembly),
-    /// We sent `channel.close`; everything but `close`/`close-ok` is dropped.
-    Closing,
+struct Channel {
+    number: u16,
+    assembly: Assembly,
+    /// We sent `channel.close`: commands are assembled (framing rules still hold) but dropped,
+    /// except `channel.close` and `channel.close-ok`.
+    closing: bool,
 }
 
 /// The server side of one AMQP 0-9-1 connection, without I/O.
@@ -297,27 +383,36 @@ pub struct ServerConnection {
     read: BytesMut,
     write: BytesMut,
     events: VecDeque<Event>,
-    /// `channels[n]` is channel `n` (index 0 unused).
-    channels: Vec<Option<Channel>>,
+    /// Open channels, sorted by number: compact whatever numbers a client picks, and a binary
+    /// search away.
+    channels: Vec<Channel>,
     tuning: Tuning,
     client_properties: FieldTable,
-    /// Deadline of the handshake or of the close handshake.
+    mechanism: Mechanism,
+    /// Deadline of the handshake, of the close handshake, or of a silent close.
     deadline: Option<Instant>,
     heartbeat: Option<Heartbeat>,
     sent_since_tick: bool,
     received_since_tick: bool,
     blocked: bool,
+    /// The `now` of the last [`Self::handle_read`]: when the input still waiting in the read
+    /// buffer arrived (used to process it once the caller accepts a login or a vhost).
+    last_read: Instant,
 }
 
+/// Heartbeat timers, as RabbitMQ runs them: a sender that checks every half interval whether
+/// anything was sent (and sends a heartbeat if not), and a receiver that checks every interval
+/// whether anything arrived and gives up after two empty checks in a row.
 #[derive(Debug, Clone, Copy)]
 struct Heartbeat {
     interval: Duration,
-    /// When to check whether anything was sent (and send a heartbeat if not).
     next_send: Instant,
-    /// When to check whether anything was received.
     next_recv_check: Instant,
     /// Consecutive receive checks that found nothing.
     missed: u8,
+    /// No send check has run yet: the first one sends a heartbeat whatever was sent before
+    /// it, as RabbitMQ's sender does (it starts from an octet count of 0).
+    first_send: bool,
 }
 
 impl ServerConnection {
@@ -338,15 +433,16 @@ impl ServerConnection {
             channels: Vec::new(),
             tuning,
             client_properties: FieldTable::new(),
+            mechanism: Mechanism::Plain,
             heartbeat: None,
             sent_since_tick: false,
             received_since_tick: false,
             blocked: false,
+            last_read: now,
         }
     }
 
-    /// Where the driver puts bytes read from the socket before calling
-    /// [`Self::handle_read`].
+    /// Where the driver puts bytes read from the socket before calling [`Self::handle_read`].
     pub fn read_buffer(&mut self) -> &mut BytesMut {
         &mut self.read
     }
@@ -355,6 +451,16 @@ impl ServerConnection {
     /// advances the buffer by what it wrote.
     pub fn write_buffer(&mut self) -> &mut BytesMut {
         &mut self.write
+    }
+
+    /// Whether the driver should read from the socket now. False while a login or virtual
+    /// host awaits the caller's verdict (the client's pipelined input waits in the socket, not
+    /// in memory), while a failed connection is held silent, and once finished.
+    pub fn wants_read(&self) -> bool {
+        !matches!(
+            self.state,
+            State::Authenticating | State::OpeningVhost | State::SilentClose | State::Finished
+        )
     }
 
     /// The next event for the caller.
@@ -382,9 +488,9 @@ impl ServerConnection {
         self.state == State::Finished
     }
 
-    /// Whether `channel` is open for commands.
+    /// Whether `channel` is open for commands (open and not closing).
     pub fn is_channel_open(&self, channel: u16) -> bool {
-        matches!(self.channel(channel), Some(Channel::Open(_)))
+        self.channel(channel).is_some_and(|c| !c.closing)
     }
 
     /// Whether the client announced the named capability (e.g. `connection.blocked`) in its
@@ -400,6 +506,11 @@ impl ServerConnection {
 
     /// Feeds bytes the driver appended to [`Self::read_buffer`]; `now` is when they arrived.
     pub fn handle_read(&mut self, now: Instant) {
+        self.last_read = now;
+        if matches!(self.state, State::SilentClose | State::Finished) {
+            self.read.clear();
+            return;
+        }
         if !self.read.is_empty() {
             self.received_since_tick = true;
         }
@@ -407,6 +518,7 @@ impl ServerConnection {
             match frame::check_protocol_header(&self.read) {
                 ProtocolHeader::Incomplete => return,
                 ProtocolHeader::Unsupported => {
+                    // RabbitMQ answers with the header it speaks and closes at once.
                     self.write.extend_from_slice(&frame::PROTOCOL_HEADER);
                     self.read.clear();
                     self.finish(CloseReason::BadProtocolHeader);
@@ -431,12 +543,18 @@ impl ServerConnection {
                 Ok(Some(f)) => self.handle_frame(f, now),
                 Ok(None) => break,
                 Err(e) => {
-                    self.protocol_error(e.into(), now);
-                    break;
+                    // After a fatal error nothing more can be framed; after any other, the bad
+                    // frame is consumed and decoding goes on in the new state (a close
+                    // handshake still reads `close-ok`).
+                    let fatal = e.is_fatal();
+                    self.decode_error(e, now);
+                    if fatal {
+                        break;
+                    }
                 }
             }
         }
-        if self.state == State::Finished {
+        if matches!(self.state, State::SilentClose | State::Finished) {
             self.read.clear();
         } else if self.read.is_empty() && self.read.capacity() > 64 * 1024 {
             // Give memory back after a burst of large frames.
@@ -446,57 +564,45 @@ impl ServerConnection {
 
     /// When [`Self::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let hb = self
-            .heartbeat
-            .filter(|_| self.state == State::Open)
-            .map(|h| h.next_send.min(h.next_recv_check));
+        let hb = self.heartbeat.map(|h| h.next_send.min(h.next_recv_check));
         match (self.deadline, hb) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// Acts on the deadlines that have passed by `now`: handshake and close timeouts, heartbeat
-    /// sending and the missed-heartbeat check.
+    /// Acts on the deadlines that have passed by `now`: handshake, close and silent-close
+    /// timeouts, heartbeat sending and the missed-heartbeat check.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.state == State::Finished {
-            return;
-        }
         if self.deadline.is_some_and(|d| now >= d) {
             self.deadline = None;
             match self.state {
-                State::CloseSent => self.state = State::Finished,
-                State::Open => {}
-                _ => {
-                    self.finish(CloseReason::HandshakeTimeout);
-                    return;
-                }
+                State::CloseSent | State::SilentClose => self.state = State::Finished,
+                State::Open | State::Finished => {}
+                _ => return self.finish(CloseReason::HandshakeTimeout),
             }
-        }
-        if self.state != State::Open {
-            return;
         }
         let Some(mut hb) = self.heartbeat else { return };
-        if now >= hb.next_send {
-            if !self.sent_since_tick {
-                frame::encode_heartbeat(&mut self.write);
-            }
-            self.sent_since_tick = false;
-            hb.next_send = now + hb.interval;
-        }
         if now >= hb.next_recv_check {
-            if self.received_since_tick {
-                hb.missed = 0;
+            hb.missed = if self.received_since_tick {
+                0
             } else {
-                hb.missed += 1;
-            }
+                hb.missed + 1
+            };
             self.received_since_tick = false;
             hb.next_recv_check = now + hb.interval;
             if hb.missed >= 2 {
-                self.heartbeat = None;
-                self.finish(CloseReason::MissedHeartbeats);
-                return;
+                // RabbitMQ closes the socket without a word.
+                return self.finish(CloseReason::MissedHeartbeats);
             }
+        }
+        if now >= hb.next_send {
+            if !self.sent_since_tick || hb.first_send {
+                frame::encode_heartbeat(&mut self.write);
+            }
+            hb.first_send = false;
+            self.sent_since_tick = false;
+            hb.next_send = now + hb.interval / 2;
         }
         self.heartbeat = Some(hb);
     }
@@ -512,21 +618,28 @@ impl ServerConnection {
             frame_max: self.config.frame_max,
             heartbeat: self.config.heartbeat,
         });
+        // Frames the client pipelined behind `start-ok` waited in the buffer.
+        self.handle_read(self.last_read);
     }
 
-    /// Refuses the credentials of [`Event::Authenticate`] with 403 ACCESS_REFUSED. As RabbitMQ
-    /// does, the refusal is sent as `connection.close` only to clients that announced the
-    /// `authentication_failure_close` capability; others see the socket close.
-    pub fn refuse_login(&mut self, text: impl Into<String>, now: Instant) {
+    /// Refuses the credentials of [`Event::Authenticate`], as RabbitMQ does: clients that
+    /// announced the `authentication_failure_close` capability get `connection.close` with
+    /// 403 ACCESS_REFUSED "Login was refused using authentication mechanism PLAIN. For details
+    /// see the broker logfile."; all are then held silent and dropped, without waiting for a
+    /// `close-ok`.
+    pub fn refuse_login(&mut self, now: Instant) {
         if self.state != State::Authenticating {
             return;
         }
+        let text = format!(
+            "Login was refused using authentication mechanism {}. For details see the broker logfile.",
+            self.mechanism.name()
+        );
         let e = AmqpException::connection(ReplyCode::AccessRefused, text);
         if self.client_has_capability("authentication_failure_close") {
-            self.close(e, now);
-        } else {
-            self.finish(CloseReason::ByServer(e));
+            self.send_close_frame(&e);
         }
+        self.silent_close(e, now);
     }
 
     /// Accepts the virtual host of [`Event::OpenVhost`]: sends `connection.open-ok`.
@@ -537,15 +650,6 @@ impl ServerConnection {
         self.state = State::Open;
         self.deadline = None;
         self.send_connection_method(ConnectionOpenOk::default());
-        if self.tuning.heartbeat > 0 {
-            let interval = Duration::from_secs(self.tuning.heartbeat.into());
-            self.heartbeat = Some(Heartbeat {
-                interval,
-                next_send: now + interval,
-                next_recv_check: now + interval,
-                missed: 0,
-            });
-        }
         self.events.push_back(Event::Opened {
             tuning: self.tuning,
         });
@@ -553,8 +657,8 @@ impl ServerConnection {
         self.handle_read(now);
     }
 
-    /// Sends a method on an open channel (or channel 0). Ignored on a channel that is not open,
-    /// or once the connection is closing.
+    /// Sends a method on an open channel (or channel 0). Ignored on a channel that is not open
+    /// or is closing, and once the connection is closing.
     pub fn send_method(&mut self, channel: u16, method: &Method) {
         if self.can_send(channel) {
             frame::encode_method(&mut self.write, channel, method);
@@ -605,10 +709,10 @@ impl ServerConnection {
         }
     }
 
-    /// Closes a channel with a (soft) exception: sends `channel.close` and drops everything the
-    /// client sends on the channel until its `channel.close-ok`.
+    /// Closes a channel with a (soft) exception: sends `channel.close` and drops the client's
+    /// commands on the channel until its `channel.close-ok`.
     pub fn close_channel(&mut self, channel: u16, exception: AmqpException) {
-        if !self.is_channel_open(channel) || self.state != State::Open {
+        if self.state != State::Open || !self.is_channel_open(channel) {
             return;
         }
         let close = ChannelClose {
@@ -619,8 +723,8 @@ impl ServerConnection {
         };
         frame::encode_method(&mut self.write, channel, &close.into());
         self.sent_since_tick = true;
-        if let Some(slot) = self.channel_slot(channel) {
-            *slot = Some(Channel::Closing);
+        if let Some(c) = self.channel_mut(channel) {
+            c.closing = true;
         }
         self.events.push_back(Event::ChannelClosed {
             channel,
@@ -629,15 +733,28 @@ impl ServerConnection {
     }
 
     /// Closes the connection with an exception (or 320 CONNECTION_FORCED for a shutdown): sends
-    /// `connection.close` and waits for `close-ok` until the close timeout.
+    /// `connection.close` and waits for `close-ok` until the close timeout. Before
+    /// `connection.open`, where RabbitMQ sends nothing, the connection is held silent instead.
     pub fn close(&mut self, exception: AmqpException, now: Instant) {
-        if matches!(self.state, State::CloseSent | State::Finished) {
-            return;
+        match self.state {
+            State::CloseSent | State::SilentClose | State::Finished => {}
+            s if s.fails_silently() => self.silent_close(exception, now),
+            _ => {
+                self.send_close_frame(&exception);
+                self.state = State::CloseSent;
+                let hb = Duration::from_secs(self.tuning.heartbeat.into());
+                let wait = if hb > Duration::ZERO && hb < self.config.close_timeout {
+                    hb
+                } else {
+                    self.config.close_timeout
+                };
+                self.deadline = Some(now + wait);
+                self.stop(CloseReason::ByServer(exception));
+            }
         }
-        if self.state == State::AwaitingHeader {
-            self.finish(CloseReason::ByServer(exception));
-            return;
-        }
+    }
+
+    fn send_close_frame(&mut self, exception: &AmqpException) {
         let close = ConnectionClose {
             reply_code: exception.code.code(),
             reply_text: ShortStr::from(exception.reply_text()),
@@ -646,29 +763,41 @@ impl ServerConnection {
         };
         frame::encode_method(&mut self.write, 0, &close.into());
         self.sent_since_tick = true;
-        self.state = State::CloseSent;
-        self.deadline = Some(now + self.config.close_timeout);
-        self.channels.clear();
-        self.events.push_back(Event::Closed {
-            reason: CloseReason::ByServer(exception),
-        });
     }
 
+    /// Holds the connection silent until the silent-close delay, then finishes.
+    fn silent_close(&mut self, exception: AmqpException, now: Instant) {
+        self.state = State::SilentClose;
+        self.deadline = Some(now + self.config.silent_close_delay);
+        self.read.clear();
+        self.stop(CloseReason::ByServer(exception));
+    }
+
+    /// Finishes at once.
     fn finish(&mut self, reason: CloseReason) {
-        let already_closing = self.state == State::CloseSent;
+        let was_stopped = matches!(
+            self.state,
+            State::CloseSent | State::SilentClose | State::Finished
+        );
         self.state = State::Finished;
         self.deadline = None;
-        self.channels.clear();
-        if !already_closing {
-            self.events.push_back(Event::Closed { reason });
+        self.read.clear();
+        if !was_stopped {
+            self.stop(reason);
+        } else {
+            self.heartbeat = None;
         }
+    }
+
+    /// The connection stops being usable: no channels, no heartbeats, one `Closed` event.
+    fn stop(&mut self, reason: CloseReason) {
+        self.channels.clear();
+        self.heartbeat = None;
+        self.events.push_back(Event::Closed { reason });
     }
 
     fn can_send(&self, channel: u16) -> bool {
-        match self.state {
-            State::Open => channel == 0 || self.is_channel_open(channel),
-            _ => false,
-        }
+        self.state == State::Open && (channel == 0 || self.is_channel_open(channel))
     }
 
     fn send_connection_method(&mut self, m: impl Into<Method>) {
@@ -688,17 +817,30 @@ impl ServerConnection {
         self.state = State::AwaitingStartOk;
     }
 
+    fn channel_index(&self, channel: u16) -> Result<usize, usize> {
+        self.channels.binary_search_by_key(&channel, |c| c.number)
+    }
+
     fn channel(&self, channel: u16) -> Option<&Channel> {
-        self.channels
-            .get(usize::from(channel))
-            .and_then(Option::as_ref)
+        self.channel_index(channel)
+            .ok()
+            .and_then(|i| self.channels.get(i))
     }
 
-    fn channel_slot(&mut self, channel: u16) -> Option<&mut Option<Channel>> {
-        self.channels.get_mut(usize::from(channel))
+    fn channel_mut(&mut self, channel: u16) -> Option<&mut Channel> {
+        self.channel_index(channel)
+            .ok()
+            .and_then(|i| self.channels.get_mut(i))
     }
 
-    /// A connection-level error found in the client's input.
+    fn free_channel(&mut self, channel: u16) {
+        if let Ok(i) = self.channel_index(channel) {
+            self.channels.remove(i);
+        }
+    }
+
+    /// A connection-level error found in the client's input: `connection.close` once open (or
+    /// opening), silence during the handshake.
     fn protocol_error(&mut self, e: AmqpException, now: Instant) {
         let e = AmqpException {
             scope: Scope::Connection,
@@ -707,54 +849,104 @@ impl ServerConnection {
         self.close(e, now);
     }
 
+    fn decode_error(&mut self, e: CodecError, now: Instant) {
+        match self.state {
+            // Closing already: nothing more to say; a stream out of step ends it.
+            State::CloseSent => {
+                if e.is_fatal() {
+                    self.finish(CloseReason::ByServer(e.into()));
+                }
+            }
+            _ if e.is_fatal() => {
+                // RabbitMQ's fatal frame error: say why (once past the handshake), then hold
+                // the socket silent and drop it; nothing more can be read.
+                let fails_silently = self.state.fails_silently();
+                let exception = AmqpException::from(e);
+                if !fails_silently {
+                    self.send_close_frame(&exception);
+                }
+                self.silent_close(exception, now);
+            }
+            _ => {
+                let exception = match e {
+                    CodecError::ContentClass { channel, class_id } => {
+                        self.content_class_error(channel, class_id)
+                    }
+                    e => AmqpException::from(e),
+                };
+                self.protocol_error(exception, now);
+            }
+        }
+    }
+
+    /// A content header for another class than `basic` (which the decoder cannot read):
+    /// RabbitMQ's assembler's answer, depending on what the channel expects.
+    fn content_class_error(&self, channel: u16, class_id: u16) -> AmqpException {
+        match self.channel(channel).map(|c| &c.assembly) {
+            Some(Assembly::Header { method }) => AmqpException::connection(
+                ReplyCode::UnexpectedFrame,
+                format!(
+                    "expected content header for class {}, got one for class {class_id} instead",
+                    method.class_id()
+                ),
+            )
+            .caused_by(method.class_id(), method.method_id()),
+            Some(Assembly::Body { method, .. }) => unexpected_frame(
+                "expected content body, got non content body frame instead",
+                Some(method),
+            ),
+            _ => unexpected_frame("expected method frame, got non method frame instead", None),
+        }
+    }
+
     fn handle_frame(&mut self, f: Frame, now: Instant) {
-        if self.state == State::CloseSent {
-            // Only the close handshake matters now.
-            match f {
+        match (self.state, f) {
+            (
+                State::CloseSent,
                 Frame::Method {
                     channel: 0,
                     method: Method::ConnectionCloseOk(_),
-                } => self.state = State::Finished,
+                },
+            ) => {
+                self.finish(CloseReason::ByServer(AmqpException::connection(
+                    ReplyCode::ReplySuccess,
+                    "closed",
+                )));
+            }
+            (
+                State::CloseSent,
                 Frame::Method {
                     channel: 0,
                     method: Method::ConnectionClose(_),
-                } => {
-                    frame::encode_method(&mut self.write, 0, &ConnectionCloseOk::default().into());
-                    self.state = State::Finished;
-                }
-                _ => {}
+                },
+            ) => {
+                // Both sides closing: answer, and keep waiting for the close-ok to ours.
+                frame::encode_method(&mut self.write, 0, &ConnectionCloseOk::default().into());
             }
-            return;
-        }
-        match f {
-            Frame::Heartbeat => {}
-            Frame::Method { channel: 0, method } => self.handle_connection_method(method, now),
-            Frame::Method { channel, method } => self.handle_channel_method(channel, method, now),
-            Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => self
-                .protocol_error(
-                    AmqpException::connection(
-                        ReplyCode::UnexpectedFrame,
-                        "content frame on channel 0",
-                    ),
-                    now,
-                ),
-            Frame::Header { channel, header } => self.handle_header(channel, header, now),
-            Frame::Body { channel, payload } => self.handle_body(channel, payload, now),
+            (State::CloseSent, _) | (_, Frame::Heartbeat) => {}
+            (_, Frame::Method { channel: 0, method }) => self.handle_connection_method(method, now),
+            (State::Open, Frame::Method { channel, method }) => {
+                self.handle_channel_method(channel, method, now)
+            }
+            (State::Open, Frame::Header { channel, header }) if channel != 0 => {
+                self.handle_header(channel, header, now)
+            }
+            (State::Open, Frame::Body { channel, payload }) if channel != 0 => {
+                self.handle_body(channel, payload, now)
+            }
+            // Content on channel 0, or any channel frame before the connection is open.
+            (_, f) => {
+                let e = AmqpException::connection(ReplyCode::UnexpectedFrame, frame_snippet(&f));
+                self.protocol_error(e, now)
+            }
         }
     }
 
     fn handle_connection_method(&mut self, method: Method, now: Instant) {
         let (class_id, method_id) = (method.class_id(), method.method_id());
-        let got = method.name();
-        let unexpected = |name: &str| {
-            AmqpException::connection(
-                ReplyCode::CommandInvalid,
-                format!("expected '{name}', got '{got}'"),
-            )
-            .caused_by(class_id, method_id)
-        };
         match (self.state, method) {
             (State::AwaitingStartOk, Method::ConnectionStartOk(m)) => {
+                self.client_properties = m.client_properties;
                 let Some(mechanism) = self
                     .config
                     .mechanisms
@@ -762,12 +954,13 @@ impl ServerConnection {
                     .copied()
                     .find(|x| m.mechanism == x.name())
                 else {
-                    let text = format!("unknown authentication mechanism '{}'", m.mechanism);
+                    let text =
+                        format!("unknown/invalid authentication mechanism '{}'", m.mechanism);
                     let e = AmqpException::connection(ReplyCode::CommandInvalid, text)
                         .caused_by(class_id, method_id);
-                    return self.close(e, now);
+                    return self.silent_close(e, now);
                 };
-                self.client_properties = m.client_properties;
+                self.mechanism = mechanism;
                 match parse_credentials(mechanism, m.response.as_shared()) {
                     Some((username, password)) => {
                         self.state = State::Authenticating;
@@ -779,63 +972,60 @@ impl ServerConnection {
                         });
                     }
                     None => {
-                        let text =
-                            format!("{} login refused: malformed response", mechanism.name());
-                        self.state = State::Authenticating;
-                        self.refuse_login(text, now);
+                        let text = format!("{} response invalid", mechanism.name());
+                        let e = AmqpException::connection(ReplyCode::SyntaxError, text)
+                            .caused_by(class_id, method_id);
+                        self.silent_close(e, now);
                     }
                 }
             }
             (State::AwaitingTuneOk, Method::ConnectionTuneOk(m)) => {
-                let server = &self.config;
-                let frame_max = if m.frame_max == 0 {
-                    server.frame_max
-                } else {
-                    m.frame_max
-                };
-                let channel_max = if m.channel_max == 0 {
-                    server.channel_max
-                } else {
-                    m.channel_max
-                };
-                let error = if frame_max < FRAME_MIN_SIZE {
-                    Some(format!("frame_max={frame_max} < {FRAME_MIN_SIZE} min size"))
-                } else if server.frame_max != 0 && frame_max > server.frame_max {
-                    Some(format!(
-                        "frame_max={frame_max} > {} max size",
-                        server.frame_max
-                    ))
-                } else if server.channel_max != 0 && channel_max > server.channel_max {
-                    Some(format!(
-                        "channel_max={channel_max} > {} max",
-                        server.channel_max
-                    ))
-                } else {
-                    None
-                };
-                if let Some(text) = error {
-                    let e = AmqpException::connection(ReplyCode::NotAllowed, text)
-                        .caused_by(class_id, method_id);
-                    return self.close(e, now);
+                let checks = [
+                    negotiate(
+                        "frame_max",
+                        m.frame_max,
+                        FRAME_MIN_SIZE,
+                        self.config.frame_max,
+                    ),
+                    negotiate(
+                        "channel_max",
+                        m.channel_max.into(),
+                        1,
+                        self.config.channel_max.into(),
+                    ),
+                ];
+                if let Some(text) = checks.into_iter().flatten().next() {
+                    // RabbitMQ names `connection.tune`; in the tuning phase nothing is sent.
+                    let e =
+                        AmqpException::connection(ReplyCode::NotAllowed, text).caused_by(10, 30);
+                    return self.silent_close(e, now);
                 }
                 self.tuning = Tuning {
-                    channel_max,
-                    frame_max,
+                    channel_max: m.channel_max,
+                    frame_max: m.frame_max,
                     heartbeat: m.heartbeat,
                 };
                 self.state = State::AwaitingOpen;
+                if m.heartbeat > 0 {
+                    // Timers start at tune-ok, as RabbitMQ's. Its heartbeaters start from octet
+                    // counts of 0: the first send check always sends, and the first receive
+                    // check always finds traffic (the tune-ok itself).
+                    let interval = Duration::from_secs(m.heartbeat.into());
+                    self.sent_since_tick = false;
+                    self.received_since_tick = true;
+                    self.heartbeat = Some(Heartbeat {
+                        interval,
+                        next_send: now + interval / 2,
+                        next_recv_check: now + interval,
+                        missed: 0,
+                        first_send: true,
+                    });
+                }
             }
             (State::AwaitingOpen, Method::ConnectionOpen(m)) => {
                 self.state = State::OpeningVhost;
                 self.events.push_back(Event::OpenVhost {
                     vhost: m.virtual_host.to_string(),
-                });
-            }
-            (State::Open, Method::ConnectionClose(m)) => {
-                frame::encode_method(&mut self.write, 0, &ConnectionCloseOk::default().into());
-                self.finish(CloseReason::ByClient {
-                    code: m.reply_code,
-                    text: m.reply_text.to_string(),
                 });
             }
             (State::Open, Method::ConnectionUpdateSecret(m)) => {
@@ -844,217 +1034,204 @@ impl ServerConnection {
                     reason: m.reason,
                 });
             }
-            (
-                State::AwaitingStartOk | State::AwaitingTuneOk | State::AwaitingOpen,
-                Method::ConnectionClose(m),
-            ) => {
+            (_, Method::ConnectionClose(m)) => {
                 frame::encode_method(&mut self.write, 0, &ConnectionCloseOk::default().into());
                 self.finish(CloseReason::ByClient {
                     code: m.reply_code,
                     text: m.reply_text.to_string(),
                 });
             }
-            (State::AwaitingStartOk, _) => {
-                self.protocol_error(unexpected("connection.start-ok"), now)
-            }
-            (State::AwaitingTuneOk, _) => {
-                self.protocol_error(unexpected("connection.tune-ok"), now)
-            }
-            (State::AwaitingOpen, _) => self.protocol_error(unexpected("connection.open"), now),
-            (_, method) => {
-                let text = format!("unexpected method on channel 0: '{}'", method.name());
-                self.protocol_error(
-                    AmqpException::connection(ReplyCode::CommandInvalid, text)
-                        .caused_by(class_id, method_id),
-                    now,
-                )
+            (state, _) => {
+                let text = format!(
+                    "unexpected method in connection state {}",
+                    state.rabbit_name()
+                );
+                let e = AmqpException::connection(ReplyCode::ChannelError, text)
+                    .caused_by(class_id, method_id);
+                self.protocol_error(e, now)
             }
         }
     }
 
     fn handle_channel_method(&mut self, channel: u16, method: Method, now: Instant) {
         let (class_id, method_id) = (method.class_id(), method.method_id());
-        if self.state != State::Open {
-            let text = format!("channel {channel} used before the connection was opened");
-            return self.protocol_error(
-                AmqpException::connection(ReplyCode::ChannelError, text)
-                    .caused_by(class_id, method_id),
-                now,
-            );
-        }
-        if channel > self.tuning.channel_max {
-            let text = format!(
-                "channel {channel} is above channel_max {}",
-                self.tuning.channel_max
-            );
-            return self.protocol_error(
-                AmqpException::connection(ReplyCode::ChannelError, text)
-                    .caused_by(class_id, method_id),
-                now,
-            );
-        }
-        if class_id == 10 {
-            let text = format!("connection method '{}' on channel {channel}", method.name());
-            return self.protocol_error(
-                AmqpException::connection(ReplyCode::CommandInvalid, text)
-                    .caused_by(class_id, method_id),
-                now,
-            );
-        }
-        match (self.channel(channel), method) {
-            (None, Method::ChannelOpen(_)) => {
-                let idx = usize::from(channel);
-                if self.channels.len() <= idx {
-                    self.channels.resize_with(idx + 1, || None);
-                }
-                if let Some(slot) = self.channel_slot(channel) {
-                    *slot = Some(Channel::Open(Assembly::Idle));
-                }
-                frame::encode_method(&mut self.write, channel, &ChannelOpenOk::default().into());
-                self.sent_since_tick = true;
-                self.events.push_back(Event::ChannelOpened { channel });
-            }
-            (None, method) => {
-                let text = format!(
-                    "expected 'channel.open' on channel {channel}, got '{}'",
-                    method.name()
+        let error =
+            |code, text: &str| AmqpException::connection(code, text).caused_by(class_id, method_id);
+        let Ok(index) = self.channel_index(channel) else {
+            if !matches!(method, Method::ChannelOpen(_)) {
+                return self.protocol_error(
+                    error(ReplyCode::ChannelError, "expected 'channel.open'"),
+                    now,
                 );
-                self.protocol_error(
-                    AmqpException::connection(ReplyCode::ChannelError, text)
-                        .caused_by(class_id, method_id),
-                    now,
-                )
             }
-            (Some(Channel::Closing), Method::ChannelCloseOk(_)) => self.free_channel(channel),
-            (Some(Channel::Closing), Method::ChannelClose(_)) => {
-                // Both sides closed at once: answer, and the channel is done.
-                frame::encode_method(&mut self.write, channel, &ChannelCloseOk::default().into());
-                self.free_channel(channel);
+            let limit = self.tuning.channel_max;
+            if limit != 0 && self.channels.len() >= usize::from(limit) {
+                let text = format!(
+                    "number of channels opened ({}) has reached the negotiated channel_max ({limit})",
+                    self.channels.len()
+                );
+                return self
+                    .protocol_error(AmqpException::connection(ReplyCode::NotAllowed, text), now);
             }
-            (Some(Channel::Closing), _) => {}
-            (Some(Channel::Open(_)), Method::ChannelOpen(_)) => {
-                let text = format!("second 'channel.open' seen on channel {channel}");
-                self.protocol_error(
-                    AmqpException::connection(ReplyCode::ChannelError, text)
-                        .caused_by(class_id, method_id),
-                    now,
-                )
-            }
-            (Some(Channel::Open(Assembly::Idle)), Method::ChannelClose(m)) => {
-                frame::encode_method(&mut self.write, channel, &ChannelCloseOk::default().into());
-                self.sent_since_tick = true;
-                self.free_channel(channel);
-                self.events.push_back(Event::ChannelClosed {
-                    channel,
-                    reason: ChannelCloseReason::ByClient {
-                        code: m.reply_code,
-                        text: m.reply_text.to_string(),
+            if let Err(at) = self.channel_index(channel) {
+                self.channels.insert(
+                    at,
+                    Channel {
+                        number: channel,
+                        assembly: Assembly::Idle,
+                        closing: false,
                     },
-                });
+                );
             }
-            (Some(Channel::Open(Assembly::Idle)), Method::ChannelCloseOk(_)) => {
-                let text = "unexpected 'channel.close-ok' on an open channel".to_string();
-                self.protocol_error(
-                    AmqpException::connection(ReplyCode::ChannelError, text)
-                        .caused_by(class_id, method_id),
-                    now,
-                )
-            }
-            (Some(Channel::Open(Assembly::Idle)), method) => {
-                if method.has_content() {
-                    self.set_assembly(channel, Assembly::Header { method });
-                } else {
-                    self.events.push_back(Event::Command {
-                        channel,
-                        method,
-                        content: None,
-                    });
-                }
-            }
-            (Some(Channel::Open(Assembly::Header { method: pending })), _) => {
+            frame::encode_method(&mut self.write, channel, &ChannelOpenOk::default().into());
+            self.sent_since_tick = true;
+            self.events.push_back(Event::ChannelOpened { channel });
+            return;
+        };
+        let Some(ch) = self.channels.get_mut(index) else {
+            return;
+        };
+        match std::mem::replace(&mut ch.assembly, Assembly::Idle) {
+            Assembly::Idle => {}
+            Assembly::Header { method: pending } => {
                 let text = format!(
                     "expected content header for class {}, got non content header frame instead",
                     pending.class_id()
                 );
-                self.protocol_error(
-                    AmqpException::connection(ReplyCode::UnexpectedFrame, text),
-                    now,
-                )
+                let e = AmqpException::connection(ReplyCode::UnexpectedFrame, text)
+                    .caused_by(pending.class_id(), pending.method_id());
+                return self.protocol_error(e, now);
             }
-            (Some(Channel::Open(Assembly::Body { .. })), _) => self.protocol_error(
-                AmqpException::connection(
-                    ReplyCode::UnexpectedFrame,
+            Assembly::Body {
+                method: pending, ..
+            } => {
+                let e = unexpected_frame(
                     "expected content body, got non content body frame instead",
-                ),
-                now,
-            ),
+                    Some(&pending),
+                );
+                return self.protocol_error(e, now);
+            }
+        }
+        if method.has_content() {
+            ch.assembly = Assembly::Header { method };
+        } else {
+            self.dispatch(channel, method, None, now);
+        }
+    }
+
+    /// A complete command on an open channel: channel lifecycle here, the rest to the caller.
+    fn dispatch(&mut self, channel: u16, method: Method, content: Option<Content>, now: Instant) {
+        let closing = self.channel(channel).is_some_and(|c| c.closing);
+        let (class_id, method_id) = (method.class_id(), method.method_id());
+        match method {
+            Method::ChannelOpen(_) => {
+                let e = AmqpException::connection(
+                    ReplyCode::ChannelError,
+                    "second 'channel.open' seen",
+                )
+                .caused_by(class_id, method_id);
+                self.protocol_error(e, now)
+            }
+            Method::ChannelClose(m) => {
+                frame::encode_method(&mut self.write, channel, &ChannelCloseOk::default().into());
+                self.sent_since_tick = true;
+                if !closing {
+                    self.free_channel(channel);
+                    let reason = ChannelCloseReason::ByClient {
+                        code: m.reply_code,
+                        text: m.reply_text.to_string(),
+                    };
+                    self.events
+                        .push_back(Event::ChannelClosed { channel, reason });
+                }
+                // Both sides closing: keep waiting for the close-ok to ours, as RabbitMQ does.
+            }
+            Method::ChannelCloseOk(_) if closing => self.free_channel(channel),
+            Method::ChannelCloseOk(_) => {
+                let e =
+                    AmqpException::connection(ReplyCode::CommandInvalid, "unimplemented method")
+                        .caused_by(class_id, method_id);
+                self.protocol_error(e, now)
+            }
+            _ if closing => {}
+            // A connection method on a channel (RabbitMQ's channel drops it while closing).
+            _ if class_id == 10 => {
+                let e =
+                    AmqpException::connection(ReplyCode::CommandInvalid, "unimplemented method")
+                        .caused_by(class_id, method_id);
+                self.protocol_error(e, now)
+            }
+            method => self.events.push_back(Event::Command {
+                channel,
+                method,
+                content,
+            }),
         }
     }
 
     fn handle_header(&mut self, channel: u16, header: ContentHeader, now: Instant) {
         let max_message_size = self.config.max_message_size;
-        let Some(Some(Channel::Open(assembly))) = self.channels.get_mut(usize::from(channel))
-        else {
-            if matches!(self.channel(channel), Some(Channel::Closing)) {
-                return;
-            }
-            let text = format!("content header on channel {channel}, which is not open");
-            return self.protocol_error(
-                AmqpException::connection(ReplyCode::ChannelError, text),
-                now,
-            );
+        let Some(ch) = self.channel_mut(channel) else {
+            let e = unexpected_frame("expected method frame, got non method frame instead", None);
+            return self.protocol_error(e, now);
         };
-        let method = match std::mem::replace(assembly, Assembly::Idle) {
+        let closing = ch.closing;
+        let method = match std::mem::replace(&mut ch.assembly, Assembly::Idle) {
             Assembly::Header { method } => method,
             Assembly::Idle => {
-                return self.protocol_error(
-                    AmqpException::connection(
-                        ReplyCode::UnexpectedFrame,
-                        "expected method frame, got non method frame instead",
-                    ),
-                    now,
-                );
+                let e =
+                    unexpected_frame("expected method frame, got non method frame instead", None);
+                return self.protocol_error(e, now);
             }
-            Assembly::Body { .. } => {
-                return self.protocol_error(
-                    AmqpException::connection(
-                        ReplyCode::UnexpectedFrame,
-                        "expected content body, got non content body frame instead",
-                    ),
-                    now,
+            Assembly::Body { method, .. } => {
+                let e = unexpected_frame(
+                    "expected content body, got non content body frame instead",
+                    Some(&method),
                 );
+                return self.protocol_error(e, now);
             }
         };
-        if header.class_id != method.class_id() {
-            let text = format!(
-                "content header class {} does not match method class {}",
-                header.class_id,
-                method.class_id()
-            );
-            return self
-                .protocol_error(AmqpException::connection(ReplyCode::FrameError, text), now);
+        if header.class_id != method.class_id() || header.weight != 0 {
+            let text = if header.class_id != method.class_id() {
+                format!(
+                    "expected content header for class {}, got one for class {} instead",
+                    method.class_id(),
+                    header.class_id
+                )
+            } else {
+                format!(
+                    "expected content header for class {}, got non content header frame instead",
+                    method.class_id()
+                )
+            };
+            let e = AmqpException::connection(ReplyCode::UnexpectedFrame, text)
+                .caused_by(method.class_id(), method.method_id());
+            return self.protocol_error(e, now);
         }
-        if header.body_size > max_message_size {
+        if header.body_size > max_message_size && !closing {
+            // Refused at the header, before any body is buffered; the body frames that follow
+            // are counted and dropped on the now closing channel.
             let text = format!(
                 "message size {} is larger than configured max size {max_message_size}",
                 header.body_size
             );
             let e = AmqpException::channel(ReplyCode::PreconditionFailed, text)
                 .caused_by(method.class_id(), method.method_id());
-            return self.close_channel(channel, e);
+            self.close_channel(channel, e);
         }
         if header.body_size == 0 {
-            self.events.push_back(Event::Command {
+            self.dispatch(
                 channel,
                 method,
-                content: Some(Content {
+                Some(Content {
                     header,
                     body: Bytes::new(),
                 }),
-            });
-        } else {
+                now,
+            );
+        } else if let Some(ch) = self.channel_mut(channel) {
             let remaining = header.body_size;
-            *assembly = Assembly::Body {
+            ch.assembly = Assembly::Body {
                 method,
                 header,
                 body: BodyParts::Empty,
@@ -1064,89 +1241,127 @@ impl ServerConnection {
     }
 
     fn handle_body(&mut self, channel: u16, payload: Bytes, now: Instant) {
-        let Some(Some(Channel::Open(assembly))) = self.channels.get_mut(usize::from(channel))
-        else {
-            if matches!(self.channel(channel), Some(Channel::Closing)) {
-                return;
-            }
-            let text = format!("content body on channel {channel}, which is not open");
-            return self.protocol_error(
-                AmqpException::connection(ReplyCode::ChannelError, text),
-                now,
-            );
+        let Some(ch) = self.channel_mut(channel) else {
+            let e = unexpected_frame("expected method frame, got non method frame instead", None);
+            return self.protocol_error(e, now);
         };
-        let Assembly::Body {
-            remaining, body, ..
-        } = assembly
-        else {
-            let text = match assembly {
-                Assembly::Header { method } => format!(
-                    "expected content header for class {}, got non content header frame instead",
-                    method.class_id()
-                ),
-                _ => "expected method frame, got non method frame instead".into(),
-            };
-            return self.protocol_error(
-                AmqpException::connection(ReplyCode::UnexpectedFrame, text),
-                now,
-            );
-        };
-        let len = payload.len() as u64;
-        if len > *remaining {
-            let text = format!(
-                "content body of {len} octets exceeds the {} remaining of body_size",
-                *remaining
-            );
-            return self
-                .protocol_error(AmqpException::connection(ReplyCode::FrameError, text), now);
-        }
-        *remaining -= len;
-        body.push(payload);
-        if *remaining == 0
-            && let Assembly::Body {
+        let closing = ch.closing;
+        let (method, header, mut body, remaining) = match std::mem::replace(
+            &mut ch.assembly,
+            Assembly::Idle,
+        ) {
+            Assembly::Body {
                 method,
                 header,
                 body,
-                ..
-            } = std::mem::replace(assembly, Assembly::Idle)
-        {
-            self.events.push_back(Event::Command {
+                remaining,
+            } => (method, header, body, remaining),
+            Assembly::Header { method } => {
+                let text = format!(
+                    "expected content header for class {}, got non content header frame instead",
+                    method.class_id()
+                );
+                let e = AmqpException::connection(ReplyCode::UnexpectedFrame, text)
+                    .caused_by(method.class_id(), method.method_id());
+                return self.protocol_error(e, now);
+            }
+            Assembly::Idle => {
+                let e =
+                    unexpected_frame("expected method frame, got non method frame instead", None);
+                return self.protocol_error(e, now);
+            }
+        };
+        let len = payload.len() as u64;
+        if len > remaining {
+            let e = AmqpException::connection(
+                ReplyCode::FrameError,
+                "content body frame exceeds remaining content size",
+            )
+            .caused_by(method.class_id(), method.method_id());
+            return self.protocol_error(e, now);
+        }
+        let remaining = remaining - len;
+        if !closing {
+            body.push(payload);
+        }
+        if remaining == 0 {
+            self.dispatch(
                 channel,
                 method,
-                content: Some(Content {
+                Some(Content {
                     header,
                     body: body.finish(),
                 }),
-            });
-        }
-    }
-
-    fn set_assembly(&mut self, channel: u16, a: Assembly) {
-        if let Some(Some(Channel::Open(slot))) = self.channels.get_mut(usize::from(channel)) {
-            *slot = a;
-        }
-    }
-
-    fn free_channel(&mut self, channel: u16) {
-        if let Some(slot) = self.channel_slot(channel) {
-            *slot = None;
-        }
-        while matches!(self.channels.last(), Some(None)) {
-            self.channels.pop();
+                now,
+            );
+        } else if let Some(ch) = self.channel_mut(channel) {
+            ch.assembly = Assembly::Body {
+                method,
+                header,
+                body,
+                remaining,
+            };
         }
     }
 }
 
-/// Extracts user name and password from a `start-ok` response.
+/// A 505 UNEXPECTED_FRAME from the content assembler, naming the pending method if any.
+fn unexpected_frame(text: &str, pending: Option<&Method>) -> AmqpException {
+    let e = AmqpException::connection(ReplyCode::UnexpectedFrame, text);
+    match pending {
+        Some(m) => e.caused_by(m.class_id(), m.method_id()),
+        None => e,
+    }
+}
+
+/// RabbitMQ's description of a frame it did not expect: `type 2, all octets = <<...>>`.
+fn frame_snippet(f: &Frame) -> String {
+    let mut buf = BytesMut::new();
+    f.encode(&mut buf);
+    let kind = buf.first().copied().unwrap_or_default();
+    let payload = buf
+        .get(frame::FRAME_HEADER_SIZE..buf.len().saturating_sub(1))
+        .unwrap_or_default();
+    let shown = payload.get(..16).unwrap_or(payload);
+    format!(
+        "type {kind}, {} = {}",
+        snippet_label(payload.len()),
+        ErlangBinary::new(shown)
+    )
+}
+
+/// RabbitMQ's rule for a tuned value: a non-zero value below the minimum, or (when the server
+/// has a limit) zero or a value above the server's, is refused.
+fn negotiate(field: &str, client: u32, min: u32, server: u32) -> Option<String> {
+    let detail = if field == "channel_max" && client == 0 {
+        " (no limit)"
+    } else {
+        ""
+    };
+    if client != 0 && client < min {
+        Some(format!(
+            "negotiated {field} = {client}{detail} is lower than the minimum allowed value ({min})"
+        ))
+    } else if server != 0 && (client == 0 || client > server) {
+        Some(format!(
+            "negotiated {field} = {client}{detail} is higher than the maximum allowed value ({server})"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Extracts user name and password from a `start-ok` response, as RabbitMQ reads them: PLAIN
+/// is exactly `NUL user NUL password` (no authorization identity); AMQPLAIN is a field table
+/// without its length prefix holding `LOGIN` and `PASSWORD`.
 fn parse_credentials(mechanism: Mechanism, response: &Bytes) -> Option<(String, String)> {
     match mechanism {
         Mechanism::Plain => {
-            // [authzid] NUL authcid NUL passwd
             let mut parts = response.split(|&b| b == 0);
-            let _authzid = parts.next()?;
+            let authzid = parts.next()?;
             let user = parts.next()?;
             let pass = parts.next()?;
-            if parts.next().is_some() {
+            if !authzid.is_empty() || parts.next().is_some() {
                 return None;
             }
             Some((

@@ -8,8 +8,8 @@
 
 use crate::CodecError;
 use crate::generated::{BasicProperties, Method};
-use crate::wire::Reader;
-use bytes::{BufMut, Bytes, BytesMut};
+use crate::wire::{Reader, put_longlong, put_octet, put_short};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// The protocol header a 0-9-1 client sends first, and what a server answers to any other.
 pub const PROTOCOL_HEADER: [u8; 8] = *b"AMQP\x00\x00\x09\x01";
@@ -49,17 +49,21 @@ impl ContentHeader {
         }
     }
 
-    fn decode(payload: &Bytes) -> Result<Self, CodecError> {
+    // Inlined into `Frame::parse_into`, so that the header is built in its final place.
+    #[inline(always)]
+    fn decode(channel: u16, payload: &Bytes) -> Result<Self, CodecError> {
         let mut r = Reader::new(payload);
-        let class_id = r.short()?;
-        let weight = r.short()?;
-        let body_size = r.longlong()?;
+        let (Ok(class_id), Ok(weight), Ok(body_size)) = (r.short(), r.short(), r.longlong()) else {
+            return Err(unknown_frame(TYPE_HEADER, payload));
+        };
         if class_id != 60 {
-            return Err(CodecError::UnknownContentClass(class_id));
+            return Err(CodecError::ContentClass { channel, class_id });
         }
-        let flags = r.short()?;
-        let properties = BasicProperties::decode(flags, &mut r)?;
-        r.finish("content header")?;
+        let properties = r
+            .short()
+            .and_then(|flags| BasicProperties::decode(flags, &mut r))
+            .and_then(|p| r.finish("content header").map(|()| p))
+            .map_err(|e| CodecError::Properties(Box::new(e)))?;
         Ok(Self {
             class_id,
             weight,
@@ -70,14 +74,17 @@ impl ContentHeader {
 
     /// Encodes the header's payload (class, weight, size, flags, properties).
     pub fn encode(&self, buf: &mut BytesMut) {
-        buf.put_u16(self.class_id);
-        buf.put_u16(self.weight);
-        buf.put_u64(self.body_size);
+        put_short(buf, self.class_id);
+        put_short(buf, self.weight);
+        put_longlong(buf, self.body_size);
         self.properties.encode(buf);
     }
 }
 
 /// One AMQP frame.
+///
+/// Headers carry their properties inline (see [`crate::connection::Event`] for why).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     /// A method frame.
@@ -118,23 +125,45 @@ impl Frame {
 
     /// Parses a frame from its type, channel and payload (framing already removed).
     pub fn parse(kind: u8, channel: u16, payload: Bytes) -> Result<Frame, CodecError> {
+        Self::parse_into(kind, channel, payload, |frame| frame)
+    }
+
+    /// [`Frame::parse`], handing the frame to `wrap` inside the `Ok`: with `Some`,
+    /// [`decode_frame`] gets its `Result<Option<Frame>, _>` built in place instead of
+    /// converting (copying) a `Result<Frame, _>`; a `Frame` is a few hundred octets.
+    #[inline(always)]
+    fn parse_into<T>(
+        kind: u8,
+        channel: u16,
+        payload: Bytes,
+        wrap: impl FnOnce(Frame) -> T,
+    ) -> Result<T, CodecError> {
         match kind {
             TYPE_METHOD => {
                 let mut r = Reader::new(&payload);
-                let class_id = r.short()?;
-                let method_id = r.short()?;
-                let method = Method::decode_args(class_id, method_id, &mut r)?;
-                r.finish("method arguments")?;
-                Ok(Frame::Method { channel, method })
+                let (Ok(class_id), Ok(method_id)) = (r.short(), r.short()) else {
+                    return Err(unknown_frame(kind, &payload));
+                };
+                let method = Method::decode_args(class_id, method_id, &mut r)
+                    .and_then(|m| r.finish("method arguments").map(|()| m))
+                    .map_err(|e| match e {
+                        e @ (CodecError::UnknownMethod { .. } | CodecError::MalformedUtf8) => e,
+                        _ => CodecError::MethodArgs {
+                            class_id,
+                            method_id,
+                            args: payload.slice(4..),
+                        },
+                    })?;
+                Ok(wrap(Frame::Method { channel, method }))
             }
-            TYPE_HEADER => Ok(Frame::Header {
+            TYPE_HEADER => Ok(wrap(Frame::Header {
                 channel,
-                header: ContentHeader::decode(&payload)?,
-            }),
-            TYPE_BODY => Ok(Frame::Body { channel, payload }),
-            TYPE_HEARTBEAT if channel == 0 && payload.is_empty() => Ok(Frame::Heartbeat),
-            TYPE_HEARTBEAT => Err(CodecError::BadHeartbeat { channel }),
-            other => Err(CodecError::UnknownFrameType(other)),
+                header: ContentHeader::decode(channel, &payload)?,
+            })),
+            TYPE_BODY => Ok(wrap(Frame::Body { channel, payload })),
+            TYPE_HEARTBEAT if payload.is_empty() && channel == 0 => Ok(wrap(Frame::Heartbeat)),
+            TYPE_HEARTBEAT if payload.is_empty() => Err(CodecError::HeartbeatOnChannel { channel }),
+            _ => Err(unknown_frame(kind, &payload)),
         }
     }
 
@@ -163,37 +192,52 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
     };
     let channel = u16::from_be_bytes([c0, c1]);
     let size = u32::from_be_bytes([s0, s1, s2, s3]);
-    let total = u64::from(size) + FRAME_OVERHEAD as u64;
-    if frame_max != 0 && total > u64::from(frame_max) {
+    // Like RabbitMQ, the payload may use all of `frame_max`: the 8 octets of framing are
+    // allowed on top.
+    if frame_max != 0 && size > frame_max {
         return Err(CodecError::FrameTooLarge {
-            size: total,
-            max: frame_max,
+            kind,
+            size,
+            frame_max,
         });
     }
-    // `total` fits in usize: it is at most u32::MAX + 8 and we only run on 64-bit and 32-bit
-    // targets where the check below fails first for anything unbufferable.
-    let total = usize::try_from(total).map_err(|_| CodecError::FrameTooLarge {
-        size: total,
-        max: frame_max,
-    })?;
+    let too_large = || CodecError::FrameTooLarge {
+        kind,
+        size,
+        frame_max,
+    };
+    let total = usize::try_from(size)
+        .ok()
+        .and_then(|s| s.checked_add(FRAME_OVERHEAD))
+        .ok_or_else(too_large)?;
     if buf.len() < total {
         return Ok(None);
     }
     let end = buf.get(total - 1).copied().unwrap_or_default();
     if end != FRAME_END {
-        return Err(CodecError::BadFrameEnd(end));
+        let snippet = buf
+            .get(FRAME_HEADER_SIZE..total - 1)
+            .map(|p| p.get(..16).unwrap_or(p))
+            .unwrap_or_default();
+        return Err(CodecError::BadFrameEnd {
+            kind,
+            snippet: Bytes::copy_from_slice(snippet),
+            payload_len: size,
+            end,
+        });
     }
-    let mut frame = buf.split_to(total).freeze();
-    frame.truncate(total - 1);
-    let payload = frame.split_off(FRAME_HEADER_SIZE);
-    Frame::parse(kind, channel, payload).map(Some)
+    // One split (a reference-count increment: the only one per frame besides string slices),
+    // then header and frame end are cut off the frozen view, which costs no atomics.
+    let mut payload = buf.split_to(total).freeze();
+    payload.advance(FRAME_HEADER_SIZE);
+    payload.truncate(total - FRAME_OVERHEAD);
+    Frame::parse_into(kind, channel, payload, Some)
 }
 
 /// Writes a frame header with a placeholder size; returns where the payload starts.
 fn begin_frame(buf: &mut BytesMut, kind: u8, channel: u16) -> usize {
-    buf.put_u8(kind);
-    buf.put_u16(channel);
-    buf.put_u32(0);
+    let [c0, c1] = channel.to_be_bytes();
+    buf.extend_from_slice(&[kind, c0, c1, 0, 0, 0, 0]);
     buf.len()
 }
 
@@ -203,7 +247,7 @@ fn end_frame(buf: &mut BytesMut, at: usize) {
     if let Some(slot) = buf.get_mut(at - 4..at) {
         slot.copy_from_slice(&size.to_be_bytes());
     }
-    buf.put_u8(FRAME_END);
+    put_octet(buf, FRAME_END);
 }
 
 /// Encodes a method frame.
@@ -223,16 +267,16 @@ pub fn encode_header(buf: &mut BytesMut, channel: u16, header: &ContentHeader) {
 /// Encodes one body frame.
 pub fn encode_body(buf: &mut BytesMut, channel: u16, payload: &[u8]) {
     buf.reserve(FRAME_OVERHEAD + payload.len());
-    buf.put_u8(TYPE_BODY);
-    buf.put_u16(channel);
-    buf.put_u32(payload.len() as u32);
-    buf.put_slice(payload);
-    buf.put_u8(FRAME_END);
+    let [c0, c1] = channel.to_be_bytes();
+    let [s0, s1, s2, s3] = (payload.len() as u32).to_be_bytes();
+    buf.extend_from_slice(&[TYPE_BODY, c0, c1, s0, s1, s2, s3]);
+    buf.extend_from_slice(payload);
+    put_octet(buf, FRAME_END);
 }
 
 /// Encodes a heartbeat frame.
 pub fn encode_heartbeat(buf: &mut BytesMut) {
-    buf.put_slice(&[TYPE_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
+    buf.extend_from_slice(&[TYPE_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
 }
 
 /// Encodes a content-carrying method, its header, and its body split into body frames that
@@ -247,9 +291,9 @@ pub fn encode_content(
 ) {
     encode_method(buf, channel, method);
     let at = begin_frame(buf, TYPE_HEADER, channel);
-    buf.put_u16(method.class_id());
-    buf.put_u16(0);
-    buf.put_u64(body.len() as u64);
+    put_short(buf, method.class_id());
+    put_short(buf, 0);
+    put_longlong(buf, body.len() as u64);
     properties.encode(buf);
     end_frame(buf, at);
     let chunk = match frame_max as usize {
@@ -264,22 +308,29 @@ pub fn encode_content(
 /// What the first octets of a connection say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolHeader {
-    /// Fewer than 8 octets so far, all consistent with the 0-9-1 header.
+    /// Fewer than 8 octets so far: like RabbitMQ, nothing is decided before all 8 arrive.
     Incomplete,
-    /// The AMQP 0-9-1 header.
+    /// AMQP 0-9-1 (`AMQP 0 0 9 1`), or the 0-9 header `AMQP 1 1 0 9`, which RabbitMQ also
+    /// serves as 0-9-1.
     Amqp091,
     /// Anything else: answer with [`PROTOCOL_HEADER`] and close.
     Unsupported,
 }
 
-/// Checks the start of a connection against the 0-9-1 protocol header.
+/// Checks the start of a connection against the headers RabbitMQ serves as 0-9-1.
 pub fn check_protocol_header(input: &[u8]) -> ProtocolHeader {
-    let n = input.len().min(PROTOCOL_HEADER.len());
-    if input.get(..n) != PROTOCOL_HEADER.get(..n) {
-        ProtocolHeader::Unsupported
-    } else if n < PROTOCOL_HEADER.len() {
-        ProtocolHeader::Incomplete
-    } else {
-        ProtocolHeader::Amqp091
+    match input.get(..PROTOCOL_HEADER.len()) {
+        None => ProtocolHeader::Incomplete,
+        Some(h) if h == PROTOCOL_HEADER || h == b"AMQP\x01\x01\x00\x09" => ProtocolHeader::Amqp091,
+        Some(_) => ProtocolHeader::Unsupported,
+    }
+}
+
+/// RabbitMQ's `unknown_frame` error for a payload that cannot be a frame of its type.
+fn unknown_frame(kind: u8, payload: &Bytes) -> CodecError {
+    CodecError::UnknownFrame {
+        kind,
+        snippet: payload.slice(..payload.len().min(16)),
+        payload_len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
     }
 }

@@ -28,6 +28,7 @@
 //! let first = frame::decode_frame(&mut buf, 131072).unwrap();
 //! assert!(matches!(first, Some(Frame::Method { channel: 1, method: Method::BasicPublish(_) })));
 //! ```
+#![forbid(unsafe_code)]
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -42,6 +43,8 @@
 pub mod connection;
 mod error;
 pub mod frame;
+// Generated code spells out every default, including those a derive would give.
+#[allow(clippy::derivable_impls)]
 mod generated;
 mod strings;
 pub mod table;

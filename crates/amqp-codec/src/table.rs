@@ -10,7 +10,7 @@
 //! | `b` / `B` | signed / unsigned 8-bit | [`FieldValue::I8`] / [`FieldValue::U8`] |
 //! | `s` / `u` | signed / unsigned 16-bit | [`FieldValue::I16`] / [`FieldValue::U16`] |
 //! | `I` / `i` | signed / unsigned 32-bit | [`FieldValue::I32`] / [`FieldValue::U32`] |
-//! | `l` | signed 64-bit | [`FieldValue::I64`] |
+//! | `l` (and `L` on input) | signed 64-bit | [`FieldValue::I64`] |
 //! | `f` / `d` | IEEE 754 single / double | [`FieldValue::F32`] / [`FieldValue::F64`] |
 //! | `D` | decimal: scale octet, 32-bit value | [`FieldValue::Decimal`] |
 //! | `S` | long string | [`FieldValue::LongStr`] |
@@ -23,9 +23,11 @@
 //! Tables keep their entries in the order received, so a table re-encodes to the same octets.
 
 use crate::CodecError;
-use crate::wire::{Reader, put_longstr, put_shortstr};
+use crate::wire::{
+    Reader, put_long, put_longlong, put_longstr, put_octet, put_short, put_shortstr,
+};
 use crate::{LongStr, ShortStr};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 /// How deeply tables and arrays may nest. Deeper input is refused with 502 SYNTAX_ERROR rather
 /// than risking the decoder's stack (RabbitMQ itself has no fixed limit; no client nests this
@@ -322,7 +324,8 @@ fn read_value(r: &mut Reader<'_>, depth: usize) -> Result<FieldValue, CodecError
         b'u' => FieldValue::U16(r.short()?),
         b'I' => FieldValue::I32(i32::from_be_bytes(r.bytes8("field value")?)),
         b'i' => FieldValue::U32(r.long()?),
-        b'l' => FieldValue::I64(i64::from_be_bytes(r.bytes8("field value")?)),
+        // RabbitMQ reads `L` as a signed 64-bit integer too, and writes it back as `l`.
+        b'l' | b'L' => FieldValue::I64(i64::from_be_bytes(r.bytes8("field value")?)),
         b'f' => FieldValue::F32(f32::from_be_bytes(r.bytes8("field value")?)),
         b'd' => FieldValue::F64(f64::from_be_bytes(r.bytes8("field value")?)),
         b'D' => {
@@ -362,39 +365,39 @@ fn read_value(r: &mut Reader<'_>, depth: usize) -> Result<FieldValue, CodecError
 }
 
 pub(crate) fn write_table(buf: &mut BytesMut, t: &FieldTable) {
-    buf.put_u32(t.encoded_len() as u32);
+    put_long(buf, t.encoded_len() as u32);
     t.encode_entries(buf);
 }
 
 fn write_value(buf: &mut BytesMut, v: &FieldValue) {
-    buf.put_u8(v.type_code());
+    put_octet(buf, v.type_code());
     match v {
-        FieldValue::Bool(b) => buf.put_u8(u8::from(*b)),
-        FieldValue::I8(x) => buf.put_i8(*x),
-        FieldValue::U8(x) => buf.put_u8(*x),
-        FieldValue::I16(x) => buf.put_i16(*x),
-        FieldValue::U16(x) => buf.put_u16(*x),
-        FieldValue::I32(x) => buf.put_i32(*x),
-        FieldValue::U32(x) => buf.put_u32(*x),
-        FieldValue::I64(x) => buf.put_i64(*x),
-        FieldValue::F32(x) => buf.put_f32(*x),
-        FieldValue::F64(x) => buf.put_f64(*x),
+        FieldValue::Bool(b) => put_octet(buf, u8::from(*b)),
+        FieldValue::I8(x) => buf.extend_from_slice(&x.to_be_bytes()),
+        FieldValue::U8(x) => put_octet(buf, *x),
+        FieldValue::I16(x) => buf.extend_from_slice(&x.to_be_bytes()),
+        FieldValue::U16(x) => put_short(buf, *x),
+        FieldValue::I32(x) => buf.extend_from_slice(&x.to_be_bytes()),
+        FieldValue::U32(x) => put_long(buf, *x),
+        FieldValue::I64(x) => buf.extend_from_slice(&x.to_be_bytes()),
+        FieldValue::F32(x) => buf.extend_from_slice(&x.to_be_bytes()),
+        FieldValue::F64(x) => buf.extend_from_slice(&x.to_be_bytes()),
         FieldValue::Decimal(d) => {
-            buf.put_u8(d.scale);
-            buf.put_u32(d.value);
+            put_octet(buf, d.scale);
+            put_long(buf, d.value);
         }
         FieldValue::LongStr(s) => put_longstr(buf, s),
         FieldValue::Bytes(b) => {
-            buf.put_u32(b.len() as u32);
-            buf.put_slice(b);
+            put_long(buf, b.len() as u32);
+            buf.extend_from_slice(b);
         }
         FieldValue::Array(a) => {
-            buf.put_u32(a.encoded_len() as u32);
+            put_long(buf, a.encoded_len() as u32);
             for v in &a.0 {
                 write_value(buf, v);
             }
         }
-        FieldValue::Timestamp(t) => buf.put_u64(*t),
+        FieldValue::Timestamp(t) => put_longlong(buf, *t),
         FieldValue::Table(t) => write_table(buf, t),
         FieldValue::Void => {}
     }

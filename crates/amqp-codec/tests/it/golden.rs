@@ -13,7 +13,7 @@ use warren_amqp_codec::connection::{
     ChannelCloseReason, CloseReason, Event, Mechanism, ServerConfig, ServerConnection,
 };
 use warren_amqp_codec::frame::{self, ProtocolHeader};
-use warren_amqp_codec::{CodecError, Frame, Method, ReplyCode};
+use warren_amqp_codec::{CodecError, Frame, Method};
 
 const SCENARIOS: &[&str] = &[
     "handshake_plain",
@@ -41,9 +41,22 @@ fn read(name: &str, ext: &str) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq)]
 enum Row {
     ProtocolHeader([u8; 4]),
-    Method { channel: u16, class_id: u16, method_id: u16, name: String },
-    Header { channel: u16, body_size: u64, class_id: u16, flags: u16 },
-    Body { channel: u16, len: usize },
+    Method {
+        channel: u16,
+        class_id: u16,
+        method_id: u16,
+        name: String,
+    },
+    Header {
+        channel: u16,
+        body_size: u64,
+        class_id: u16,
+        flags: u16,
+    },
+    Body {
+        channel: u16,
+        len: usize,
+    },
     Heartbeat,
 }
 
@@ -57,7 +70,10 @@ fn rows(name: &str, direction: &str) -> Vec<Row> {
             let channel = || cols[1].parse::<u16>().expect("channel");
             match cols[2] {
                 "protocol-header" => {
-                    let octets: Vec<u8> = cols[4..8].iter().map(|c| c.parse().expect("octet")).collect();
+                    let octets: Vec<u8> = cols[4..8]
+                        .iter()
+                        .map(|c| c.parse().expect("octet"))
+                        .collect();
                     Row::ProtocolHeader(octets.try_into().expect("4 octets"))
                 }
                 "method" => Row::Method {
@@ -70,9 +86,13 @@ fn rows(name: &str, direction: &str) -> Vec<Row> {
                     channel: channel(),
                     body_size: cols[3].parse().expect("body size"),
                     class_id: cols[4].parse().expect("class id"),
-                    flags: u16::from_str_radix(cols[5].trim_start_matches("0x"), 16).expect("flags"),
+                    flags: u16::from_str_radix(cols[5].trim_start_matches("0x"), 16)
+                        .expect("flags"),
                 },
-                "body" => Row::Body { channel: channel(), len: cols[3].parse().expect("body length") },
+                "body" => Row::Body {
+                    channel: channel(),
+                    len: cols[3].parse().expect("body length"),
+                },
                 "heartbeat" => Row::Heartbeat,
                 other => panic!("unknown row type {other}"),
             }
@@ -95,7 +115,10 @@ fn as_row(f: &Frame) -> Row {
             class_id: header.class_id,
             flags: header.properties.flags(),
         },
-        Frame::Body { channel, payload } => Row::Body { channel: *channel, len: payload.len() },
+        Frame::Body { channel, payload } => Row::Body {
+            channel: *channel,
+            len: payload.len(),
+        },
         Frame::Heartbeat => Row::Heartbeat,
     }
 }
@@ -103,8 +126,18 @@ fn as_row(f: &Frame) -> Row {
 fn same_frame(ours: &Row, theirs: &Row) -> bool {
     match (ours, theirs) {
         (
-            Row::Method { channel: a, class_id: b, method_id: c, name: ours },
-            Row::Method { channel: x, class_id: y, method_id: z, name: theirs },
+            Row::Method {
+                channel: a,
+                class_id: b,
+                method_id: c,
+                name: ours,
+            },
+            Row::Method {
+                channel: x,
+                class_id: y,
+                method_id: z,
+                name: theirs,
+            },
         ) => {
             // tshark has no name for a few RabbitMQ extensions ("unknown").
             (a, b, c) == (x, y, z) && (theirs.ends_with(".unknown") || ours == theirs)
@@ -123,7 +156,11 @@ fn check_direction(name: &str, direction: &str) -> (Vec<Frame>, Vec<(usize, Code
     let mut input = bytes.as_slice();
     if let Some(Row::ProtocolHeader(version)) = expected.first() {
         assert_eq!(&input[..4], b"AMQP", "{name} {direction}: protocol header");
-        assert_eq!(&input[4..8], version, "{name} {direction}: protocol version");
+        assert_eq!(
+            &input[4..8],
+            version,
+            "{name} {direction}: protocol version"
+        );
         input = &input[8..];
         expected = &expected[1..];
     }
@@ -139,7 +176,9 @@ fn check_direction(name: &str, direction: &str) -> (Vec<Frame>, Vec<(usize, Code
                 f.encode(&mut reencoded);
                 frames.push(f);
             }
-            Ok(None) => panic!("{name} {direction}: capture ends inside a frame at offset {offset}"),
+            Ok(None) => {
+                panic!("{name} {direction}: capture ends inside a frame at offset {offset}")
+            }
             Err(e) => {
                 // Skip the bad frame by its size field, and keep its octets for the comparison.
                 let size = u32::from_be_bytes(buf[3..7].try_into().expect("size")) as usize;
@@ -166,9 +205,16 @@ fn check_direction(name: &str, direction: &str) -> (Vec<Frame>, Vec<(usize, Code
         let f = ours.next().expect("frame");
         decoded += 1;
         let row = as_row(f);
-        assert!(same_frame(&row, theirs), "{name} {direction} frame {i}: ours {row:?}, tshark {theirs:?}");
+        assert!(
+            same_frame(&row, theirs),
+            "{name} {direction} frame {i}: ours {row:?}, tshark {theirs:?}"
+        );
     }
-    assert_eq!(&reencoded[..], input, "{name} {direction}: re-encoding changed the octets");
+    assert_eq!(
+        &reencoded[..],
+        input,
+        "{name} {direction}: re-encoding changed the octets"
+    );
     (frames, errors)
 }
 
@@ -185,32 +231,82 @@ fn every_capture_decodes_like_tshark_and_reencodes_identically() {
     }
 }
 
+/// The `connection.close` RabbitMQ sent in a capture.
+fn rabbit_close(name: &str) -> warren_amqp_codec::ConnectionClose {
+    let (frames, _) = check_direction(name, "s2c");
+    frames
+        .iter()
+        .find_map(|f| match f {
+            Frame::Method {
+                method: Method::ConnectionClose(c),
+                ..
+            } => Some(c.clone()),
+            _ => None,
+        })
+        .expect("RabbitMQ sent connection.close")
+}
+
+/// The `connection.close` our state machine wrote.
+fn our_close(conn: &mut ServerConnection) -> warren_amqp_codec::ConnectionClose {
+    let mut out = conn.write_buffer().split();
+    let mut found = None;
+    while let Some(f) = frame::decode_frame(&mut out, 0).expect("our output decodes") {
+        if let Frame::Method {
+            method: Method::ConnectionClose(c),
+            ..
+        } = f
+        {
+            found = Some(c);
+        }
+    }
+    found.expect("we sent connection.close")
+}
+
 #[test]
-fn bad_frame_end_is_a_frame_error() {
+fn bad_frame_end_is_the_same_frame_error_as_rabbitmqs() {
     let (_, errors) = check_direction("frame_error", "c2s");
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert_eq!(errors[0].1, CodecError::BadFrameEnd(0));
-    assert_eq!(errors[0].1.reply_code(), ReplyCode::FrameError);
-    // RabbitMQ answered with connection.close 501.
-    let (frames, _) = check_direction("frame_error", "s2c");
-    let close = frames.iter().find_map(|f| match f {
-        Frame::Method { method: Method::ConnectionClose(c), .. } => Some(c.clone()),
-        _ => None,
-    });
-    assert_eq!(close.map(|c| c.reply_code), Some(501));
+    assert!(
+        matches!(
+            errors[0].1,
+            CodecError::BadFrameEnd {
+                kind: 1,
+                end: 0,
+                ..
+            }
+        ),
+        "{errors:?}"
+    );
+    assert!(errors[0].1.is_fatal());
+    // Our connection.close is RabbitMQ's, code, text and ids.
+    let (_, mut conn) = drive("frame_error");
+    assert_eq!(our_close(&mut conn), rabbit_close("frame_error"));
+}
+
+#[test]
+fn refused_login_is_the_same_close_as_rabbitmqs() {
+    let (_, mut conn) = drive_with("connection_error", false);
+    assert_eq!(our_close(&mut conn), rabbit_close("connection_error"));
 }
 
 #[test]
 fn bad_protocol_header_gets_our_header_back() {
     let client = read("bad_header", "c2s.bin");
     let server = read("bad_header", "s2c.bin");
-    assert_eq!(frame::check_protocol_header(&client), ProtocolHeader::Unsupported);
+    assert_eq!(
+        frame::check_protocol_header(&client),
+        ProtocolHeader::Unsupported
+    );
     assert_eq!(server, frame::PROTOCOL_HEADER);
     let now = Instant::now();
     let mut conn = ServerConnection::new(ServerConfig::default(), now);
     conn.read_buffer().extend_from_slice(&client);
     conn.handle_read(now);
-    assert_eq!(&conn.write_buffer()[..], &server[..], "same answer as RabbitMQ");
+    assert_eq!(
+        &conn.write_buffer()[..],
+        &server[..],
+        "same answer as RabbitMQ"
+    );
     assert!(conn.is_finished());
 }
 
@@ -227,11 +323,19 @@ fn publish_consume_keeps_every_property_and_field_type() {
         .expect("a header with all 14 properties");
     let p = &full.properties;
     assert_eq!(p.delivery_mode, Some(2));
-    assert_eq!(p.user_id.as_ref().map(|u| u.to_string()), Some("guest".to_string()));
+    assert_eq!(
+        p.user_id.as_ref().map(|u| u.to_string()),
+        Some("guest".to_string())
+    );
     let headers = p.headers.as_ref().expect("headers");
-    let codes: std::collections::BTreeSet<u8> = headers.iter().map(|(_, v)| v.type_code()).collect();
+    let codes: std::collections::BTreeSet<u8> =
+        headers.iter().map(|(_, v)| v.type_code()).collect();
     for code in b"tbBsuIilfdDSxATFV" {
-        assert!(codes.contains(code), "headers lack a value of type {:?}: {codes:?}", *code as char);
+        assert!(
+            codes.contains(code),
+            "headers lack a value of type {:?}: {codes:?}",
+            *code as char
+        );
     }
     // The 10 KiB body went over three body frames at frame_max 4096.
     let bodies: Vec<usize> = frames
@@ -247,6 +351,11 @@ fn publish_consume_keeps_every_property_and_field_type() {
 /// Feeds a recorded client stream into the state machine, answering every decision with "yes",
 /// and returns the events.
 fn drive(name: &str) -> (Vec<Event>, ServerConnection) {
+    drive_with(name, true)
+}
+
+/// Like [`drive`], but refusing every login unless `accept`.
+fn drive_with(name: &str, accept: bool) -> (Vec<Event>, ServerConnection) {
     let client = Bytes::from(read(name, "c2s.bin"));
     let now = Instant::now();
     let mut conn = ServerConnection::new(ServerConfig::default(), now);
@@ -257,7 +366,8 @@ fn drive(name: &str) -> (Vec<Event>, ServerConnection) {
         conn.handle_read(now);
         while let Some(e) = conn.poll_event() {
             match &e {
-                Event::Authenticate { .. } => conn.accept_login(),
+                Event::Authenticate { .. } if accept => conn.accept_login(),
+                Event::Authenticate { .. } => conn.refuse_login(now),
                 Event::OpenVhost { .. } => conn.accept_vhost(now),
                 _ => {}
             }
@@ -271,10 +381,18 @@ fn drive(name: &str) -> (Vec<Event>, ServerConnection) {
 fn state_machine_accepts_real_pika_handshake() {
     let (events, conn) = drive("handshake_plain");
     match &events[0] {
-        Event::Authenticate { mechanism, username, password, client_properties } => {
+        Event::Authenticate {
+            mechanism,
+            username,
+            password,
+            client_properties,
+        } => {
             assert_eq!(*mechanism, Mechanism::Plain);
             assert_eq!((username.as_str(), password.as_str()), ("guest", "guest"));
-            assert_eq!(client_properties.get("product").and_then(|v| v.as_str()), Some("Pika Python Client Library"));
+            assert_eq!(
+                client_properties.get("product").and_then(|v| v.as_str()),
+                Some("Pika Python Client Library")
+            );
         }
         other => panic!("expected Authenticate, got {other:?}"),
     }
@@ -283,9 +401,17 @@ fn state_machine_accepts_real_pika_handshake() {
     assert_eq!(events[3], Event::ChannelOpened { channel: 1 });
     assert!(matches!(
         &events[4],
-        Event::ChannelClosed { channel: 1, reason: ChannelCloseReason::ByClient { .. } }
+        Event::ChannelClosed {
+            channel: 1,
+            reason: ChannelCloseReason::ByClient { .. }
+        }
     ));
-    assert!(matches!(&events[5], Event::Closed { reason: CloseReason::ByClient { code: 200, .. } }));
+    assert!(matches!(
+        &events[5],
+        Event::Closed {
+            reason: CloseReason::ByClient { code: 200, .. }
+        }
+    ));
     assert!(conn.is_finished());
 }
 
@@ -293,14 +419,28 @@ fn state_machine_accepts_real_pika_handshake() {
 fn state_machine_accepts_real_py_amqp_amqplain_login() {
     let (events, conn) = drive("handshake_amqplain");
     match &events[0] {
-        Event::Authenticate { mechanism, username, password, .. } => {
+        Event::Authenticate {
+            mechanism,
+            username,
+            password,
+            ..
+        } => {
             assert_eq!(*mechanism, Mechanism::AmqPlain);
             assert_eq!((username.as_str(), password.as_str()), ("guest", "guest"));
         }
         other => panic!("expected Authenticate, got {other:?}"),
     }
-    assert!(events.iter().any(|e| matches!(e, Event::ChannelOpened { channel: 1 })));
-    assert!(matches!(events.last(), Some(Event::Closed { reason: CloseReason::ByClient { .. } })));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::ChannelOpened { channel: 1 }))
+    );
+    assert!(matches!(
+        events.last(),
+        Some(Event::Closed {
+            reason: CloseReason::ByClient { .. }
+        })
+    ));
     assert!(conn.is_finished());
 }
 
@@ -310,14 +450,33 @@ fn state_machine_assembles_real_publishes() {
     let publishes: Vec<usize> = events
         .iter()
         .filter_map(|e| match e {
-            Event::Command { method: Method::BasicPublish(_), content: Some(c), .. } => {
+            Event::Command {
+                method: Method::BasicPublish(_),
+                content: Some(c),
+                ..
+            } => {
                 assert_eq!(c.body.len() as u64, c.header.body_size);
                 Some(c.body.len())
             }
             _ => None,
         })
         .collect();
-    assert!(publishes.contains(&10240), "the three-frame body is assembled: {publishes:?}");
-    assert!(events.iter().any(|e| matches!(e, Event::Command { method: Method::ConfirmSelect(_), .. })));
-    assert!(events.iter().any(|e| matches!(e, Event::Command { method: Method::BasicNack(_), .. })));
+    assert!(
+        publishes.contains(&10240),
+        "the three-frame body is assembled: {publishes:?}"
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Command {
+            method: Method::ConfirmSelect(_),
+            ..
+        }
+    )));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Command {
+            method: Method::BasicNack(_),
+            ..
+        }
+    )));
 }
