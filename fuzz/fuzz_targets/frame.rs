@@ -21,7 +21,8 @@ fuzz_target!(|data: &[u8]| {
             Ok(Some(f)) => {
                 let used = before - buf.len();
                 assert!(used >= FRAME_OVERHEAD);
-                assert!(frame_max == 0 || used <= frame_max as usize);
+                // `frame_max` limits the payload; framing comes on top.
+                assert!(frame_max == 0 || used <= frame_max as usize + FRAME_OVERHEAD);
                 if let Frame::Body { payload, .. } = &f {
                     assert_eq!(payload.len() + FRAME_OVERHEAD, used);
                 }
@@ -35,7 +36,10 @@ fuzz_target!(|data: &[u8]| {
                 assert!(code.is_hard_error());
                 assert!(matches!(
                     code,
-                    ReplyCode::FrameError | ReplyCode::SyntaxError | ReplyCode::CommandInvalid
+                    ReplyCode::FrameError
+                        | ReplyCode::SyntaxError
+                        | ReplyCode::CommandInvalid
+                        | ReplyCode::UnexpectedFrame
                 ));
                 break;
             }

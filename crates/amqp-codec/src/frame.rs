@@ -53,17 +53,22 @@ impl ContentHeader {
     #[inline(always)]
     fn decode(channel: u16, payload: &Bytes) -> Result<Self, CodecError> {
         let mut r = Reader::new(payload);
-        let (Ok(class_id), Ok(weight), Ok(body_size)) = (r.short(), r.short(), r.longlong()) else {
+        // `.ok()` at once: a tuple of `Result`s would need `CodecError`'s drop glue run on the
+        // success path too, and this is the hot path.
+        let (Some(class_id), Some(weight), Some(body_size)) =
+            (r.short().ok(), r.short().ok(), r.longlong().ok())
+        else {
             return Err(unknown_frame(TYPE_HEADER, payload));
         };
         if class_id != 60 {
             return Err(CodecError::ContentClass { channel, class_id });
         }
-        let properties = r
-            .short()
-            .and_then(|flags| BasicProperties::decode(flags, &mut r))
-            .and_then(|p| r.finish("content header").map(|()| p))
-            .map_err(|e| CodecError::Properties(Box::new(e)))?;
+        // Step by step rather than through `and_then` closures, which move the (large)
+        // properties value once per step.
+        let props_err = |e| CodecError::Properties(Box::new(e));
+        let flags = r.short().map_err(props_err)?;
+        let properties = BasicProperties::decode(flags, &mut r).map_err(props_err)?;
+        r.finish("content header").map_err(props_err)?;
         Ok(Self {
             class_id,
             weight,
@@ -141,19 +146,20 @@ impl Frame {
         match kind {
             TYPE_METHOD => {
                 let mut r = Reader::new(&payload);
-                let (Ok(class_id), Ok(method_id)) = (r.short(), r.short()) else {
+                // See `ContentHeader::decode` for the `.ok()` and the steps.
+                let (Some(class_id), Some(method_id)) = (r.short().ok(), r.short().ok()) else {
                     return Err(unknown_frame(kind, &payload));
                 };
-                let method = Method::decode_args(class_id, method_id, &mut r)
-                    .and_then(|m| r.finish("method arguments").map(|()| m))
-                    .map_err(|e| match e {
-                        e @ (CodecError::UnknownMethod { .. } | CodecError::MalformedUtf8) => e,
-                        _ => CodecError::MethodArgs {
-                            class_id,
-                            method_id,
-                            args: payload.slice(4..),
-                        },
-                    })?;
+                let args_err = |e| match e {
+                    e @ (CodecError::UnknownMethod { .. } | CodecError::MalformedUtf8) => e,
+                    _ => CodecError::MethodArgs {
+                        class_id,
+                        method_id,
+                        args: payload.slice(4..),
+                    },
+                };
+                let method = Method::decode_args(class_id, method_id, &mut r).map_err(args_err)?;
+                r.finish("method arguments").map_err(args_err)?;
                 Ok(wrap(Frame::Method { channel, method }))
             }
             TYPE_HEADER => Ok(wrap(Frame::Header {

@@ -29,9 +29,9 @@ use crate::wire::{
 use crate::{LongStr, ShortStr};
 use bytes::{Bytes, BytesMut};
 
-/// How deeply tables and arrays may nest. Deeper input is refused with 502 SYNTAX_ERROR rather
-/// than risking the decoder's stack (RabbitMQ itself has no fixed limit; no client nests this
-/// deep).
+/// How deeply tables and arrays may nest. Deeper input is refused rather than risking the
+/// decoder's stack (502 SYNTAX_ERROR for a table on its own, RabbitMQ's 501 "cannot decode"
+/// inside method arguments). RabbitMQ itself has no fixed limit; no client nests this deep.
 pub const MAX_NESTING: usize = 64;
 
 /// An AMQP decimal: `value / 10^scale`, as the octets say (RabbitMQ reads the value unsigned).

@@ -41,7 +41,7 @@ impl<'a> Reader<'a> {
         let (head, tail) = self
             .rest
             .split_first_chunk::<N>()
-            .ok_or(CodecError::Truncated { what })?;
+            .ok_or_else(|| CodecError::Truncated { what })?;
         self.rest = tail;
         Ok(*head)
     }
@@ -51,7 +51,7 @@ impl<'a> Reader<'a> {
         let (_, tail) = self
             .rest
             .split_at_checked(len)
-            .ok_or(CodecError::Truncated { what })?;
+            .ok_or_else(|| CodecError::Truncated { what })?;
         let start = self.buf.len() - self.rest.len();
         self.rest = tail;
         Ok(self.buf.slice(start..start + len))
@@ -97,8 +97,8 @@ impl<'a> Reader<'a> {
         Ok(ShortStr::from_unchecked(self.slice(len, "shortstr")?))
     }
 
-    #[inline]
     /// A short string that must be UTF-8 (RabbitMQ's check on methods without content).
+    #[inline]
     pub(crate) fn shortstr_utf8(&mut self) -> Result<ShortStr, CodecError> {
         let s = self.shortstr()?;
         match s.as_str() {
@@ -107,6 +107,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     pub(crate) fn longstr(&mut self) -> Result<LongStr, CodecError> {
         let len = self.long()? as usize;
         Ok(LongStr::from_unchecked(self.slice(len, "longstr")?))
