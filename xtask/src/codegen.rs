@@ -288,10 +288,16 @@ impl<'a> Generator<'a> {
             match c["class"].as_str() {
                 Some(class) => codes.push((name, value, class == "hard-error")),
                 None if name.starts_with("REPLY-") => codes.push((name, value, false)),
+                // The codec enforces the 0-9-1 minimum frame size (4096, as RabbitMQ 3.x), not
+                // the 8192 of RabbitMQ 4.1's file: see `connection::FRAME_MIN_SIZE`.
+                None if name == "FRAME-MIN-SIZE" => {}
                 None => {
+                    // Frame types and the frame-end octet: single octets on the wire.
+                    let value =
+                        u8::try_from(value).map_err(|_| format!("{name} is not an octet"))?;
                     let _ = writeln!(
                         o,
-                        "/// `{name}` from the specification.\npub const {}: u32 = {value};",
+                        "/// `{name}` from the specification.\npub const {}: u8 = {value:#04x};",
                         name.replace('-', "_")
                     );
                 }

@@ -8,6 +8,7 @@
 
 use crate::CodecError;
 use crate::generated::{BasicProperties, Method};
+pub use crate::generated::{FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD};
 use crate::wire::{Reader, put_longlong, put_octet, put_short};
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -15,15 +16,8 @@ use bytes::{Buf, Bytes, BytesMut};
 pub const PROTOCOL_HEADER: [u8; 8] = *b"AMQP\x00\x00\x09\x01";
 /// Octets before a frame's payload: type, channel, size.
 pub const FRAME_HEADER_SIZE: usize = 7;
-/// The octet that ends every frame.
-pub const FRAME_END: u8 = 0xCE;
 /// Framing overhead around a payload: header and frame-end octet.
 pub const FRAME_OVERHEAD: usize = FRAME_HEADER_SIZE + 1;
-
-const TYPE_METHOD: u8 = 1;
-const TYPE_HEADER: u8 = 2;
-const TYPE_BODY: u8 = 3;
-const TYPE_HEARTBEAT: u8 = 8;
 
 /// The content header that follows a content-carrying method.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -58,7 +52,7 @@ impl ContentHeader {
         let (Some(class_id), Some(weight), Some(body_size)) =
             (r.short().ok(), r.short().ok(), r.longlong().ok())
         else {
-            return Err(unknown_frame(TYPE_HEADER, payload));
+            return Err(unknown_frame(FRAME_HEADER, payload));
         };
         if class_id != 60 {
             return Err(CodecError::ContentClass { channel, class_id });
@@ -144,7 +138,7 @@ impl Frame {
         wrap: impl FnOnce(Frame) -> T,
     ) -> Result<T, CodecError> {
         match kind {
-            TYPE_METHOD => {
+            FRAME_METHOD => {
                 let mut r = Reader::new(&payload);
                 // See `ContentHeader::decode` for the `.ok()` and the steps.
                 let (Some(class_id), Some(method_id)) = (r.short().ok(), r.short().ok()) else {
@@ -162,13 +156,15 @@ impl Frame {
                 r.finish("method arguments").map_err(args_err)?;
                 Ok(wrap(Frame::Method { channel, method }))
             }
-            TYPE_HEADER => Ok(wrap(Frame::Header {
+            FRAME_HEADER => Ok(wrap(Frame::Header {
                 channel,
                 header: ContentHeader::decode(channel, &payload)?,
             })),
-            TYPE_BODY => Ok(wrap(Frame::Body { channel, payload })),
-            TYPE_HEARTBEAT if payload.is_empty() && channel == 0 => Ok(wrap(Frame::Heartbeat)),
-            TYPE_HEARTBEAT if payload.is_empty() => Err(CodecError::HeartbeatOnChannel { channel }),
+            FRAME_BODY => Ok(wrap(Frame::Body { channel, payload })),
+            FRAME_HEARTBEAT if payload.is_empty() && channel == 0 => Ok(wrap(Frame::Heartbeat)),
+            FRAME_HEARTBEAT if payload.is_empty() => {
+                Err(CodecError::HeartbeatOnChannel { channel })
+            }
             _ => Err(unknown_frame(kind, &payload)),
         }
     }
@@ -178,7 +174,7 @@ impl Frame {
         match self {
             Frame::Method { channel, method } => encode_method(buf, *channel, method),
             Frame::Header { channel, header } => {
-                let at = begin_frame(buf, TYPE_HEADER, *channel);
+                let at = begin_frame(buf, FRAME_HEADER, *channel);
                 header.encode(buf);
                 end_frame(buf, at);
             }
@@ -258,14 +254,14 @@ fn end_frame(buf: &mut BytesMut, at: usize) {
 
 /// Encodes a method frame.
 pub fn encode_method(buf: &mut BytesMut, channel: u16, method: &Method) {
-    let at = begin_frame(buf, TYPE_METHOD, channel);
+    let at = begin_frame(buf, FRAME_METHOD, channel);
     method.encode(buf);
     end_frame(buf, at);
 }
 
 /// Encodes a content header frame.
 pub fn encode_header(buf: &mut BytesMut, channel: u16, header: &ContentHeader) {
-    let at = begin_frame(buf, TYPE_HEADER, channel);
+    let at = begin_frame(buf, FRAME_HEADER, channel);
     header.encode(buf);
     end_frame(buf, at);
 }
@@ -275,14 +271,14 @@ pub fn encode_body(buf: &mut BytesMut, channel: u16, payload: &[u8]) {
     buf.reserve(FRAME_OVERHEAD + payload.len());
     let [c0, c1] = channel.to_be_bytes();
     let [s0, s1, s2, s3] = (payload.len() as u32).to_be_bytes();
-    buf.extend_from_slice(&[TYPE_BODY, c0, c1, s0, s1, s2, s3]);
+    buf.extend_from_slice(&[FRAME_BODY, c0, c1, s0, s1, s2, s3]);
     buf.extend_from_slice(payload);
     put_octet(buf, FRAME_END);
 }
 
 /// Encodes a heartbeat frame.
 pub fn encode_heartbeat(buf: &mut BytesMut) {
-    buf.extend_from_slice(&[TYPE_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
+    buf.extend_from_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
 }
 
 /// Encodes a content-carrying method, its header, and its body split into body frames that
@@ -296,7 +292,7 @@ pub fn encode_content(
     frame_max: u32,
 ) {
     encode_method(buf, channel, method);
-    let at = begin_frame(buf, TYPE_HEADER, channel);
+    let at = begin_frame(buf, FRAME_HEADER, channel);
     put_short(buf, method.class_id());
     put_short(buf, 0);
     put_longlong(buf, body.len() as u64);

@@ -8,17 +8,15 @@ use crate::{CodecError, FieldTable, LongStr, ShortStr};
 use bytes::BytesMut;
 
 /// `FRAME-METHOD` from the specification.
-pub const FRAME_METHOD: u32 = 1;
+pub const FRAME_METHOD: u8 = 0x01;
 /// `FRAME-HEADER` from the specification.
-pub const FRAME_HEADER: u32 = 2;
+pub const FRAME_HEADER: u8 = 0x02;
 /// `FRAME-BODY` from the specification.
-pub const FRAME_BODY: u32 = 3;
+pub const FRAME_BODY: u8 = 0x03;
 /// `FRAME-HEARTBEAT` from the specification.
-pub const FRAME_HEARTBEAT: u32 = 8;
-/// `FRAME-MIN-SIZE` from the specification.
-pub const FRAME_MIN_SIZE: u32 = 8192;
+pub const FRAME_HEARTBEAT: u8 = 0x08;
 /// `FRAME-END` from the specification.
-pub const FRAME_END: u32 = 206;
+pub const FRAME_END: u8 = 0xce;
 
 /// AMQP reply codes, as RabbitMQ's specification file lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
