@@ -83,9 +83,9 @@ fn dump(input: &[u8]) -> Result<(), String> {
                 // Most likely another AMQP version; a 0-9-1 server answers with its own header
                 // and closes. Show the octets and go on: whatever follows is not 0-9-1 either.
                 println!(
-                    "{:>6}  -     protocol-header {:?} (not AMQP 0-9-1)",
+                    "{:>6}  -     protocol-header \"{}\" (not AMQP 0-9-1)",
                     0,
-                    header.escape_ascii().to_string()
+                    header.escape_ascii()
                 );
             }
             ProtocolHeader::Unsupported | ProtocolHeader::Incomplete => {

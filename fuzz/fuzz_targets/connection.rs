@@ -46,7 +46,7 @@ fn pump(conn: &mut ServerConnection, now: Instant) -> usize {
             events += 1;
             match event {
                 Event::Authenticate { .. } => {
-                    conn.accept_login();
+                    conn.accept_login(now);
                     again = true;
                 }
                 Event::OpenVhost { .. } => conn.accept_vhost(now),

@@ -18,7 +18,8 @@ const SYNC: &[&str] = &["warren-store", "warren-raft-log"];
 const RUNTIME_PACKAGES: &[&str] = &["tokio", "mio", "socket2", "async-std", "smol", "async-io"];
 const RANDOM_PACKAGES: &[&str] = &["rand", "getrandom"];
 
-/// Source patterns that mean I/O, the clock or randomness.
+/// Source patterns that mean I/O, the clock or randomness (`HashMap::new` seeds its hasher
+/// from a random source: sans-IO crates use `BTreeMap` or an explicit hasher).
 const FORBIDDEN_SOURCE: &[&str] = &[
     "std::fs",
     "std::net",
@@ -27,6 +28,11 @@ const FORBIDDEN_SOURCE: &[&str] = &[
     "Instant::now",
     "SystemTime::now",
     "UNIX_EPOCH",
+    ".elapsed()",
+    "RandomState",
+    "HashMap::new",
+    "HashSet::new",
+    "thread_rng",
     "tokio",
 ];
 

@@ -14,11 +14,15 @@
 //! The driver's loop:
 //! 1. read socket bytes into [`ServerConnection::read_buffer`], then call
 //!    [`ServerConnection::handle_read`] with the current time;
-//! 2. drain [`ServerConnection::poll_event`] and act on each event;
+//! 2. drain [`ServerConnection::poll_event`] and act on each event before polling the next:
+//!    frames are decoded one at a time as events are polled, so whatever the caller does in
+//!    answer to a command (a reply, a channel or connection close) takes effect before the
+//!    next frame is read, exactly in the client's order;
 //! 3. write out [`ServerConnection::write_buffer`] (advancing it by what was written);
 //! 4. sleep until the socket is ready or [`ServerConnection::poll_timeout`], then call
 //!    [`ServerConnection::handle_timeout`];
-//! 5. stop once [`ServerConnection::is_finished`] and the write buffer is flushed.
+//! 5. read again only while [`ServerConnection::wants_read`]; stop once
+//!    [`ServerConnection::is_finished`] and the write buffer is flushed.
 //!
 //! Time is always an argument: nothing here reads the clock.
 
@@ -31,7 +35,7 @@ use crate::{
     Method, ReplyCode, Scope, ShortStr,
 };
 use bytes::{Bytes, BytesMut};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// The smallest `frame_max` a peer may negotiate, and the limit in force before tuning.
@@ -51,7 +55,8 @@ pub struct ServerConfig {
     /// How many channels a client may have open at once (`channel_max` in `connection.tune`;
     /// RabbitMQ limits the count, not the channel numbers).
     pub channel_max: u16,
-    /// The largest frame the server accepts, framing included.
+    /// The largest frame payload the server accepts (`frame_max` in `connection.tune`; as in
+    /// RabbitMQ, the 8 octets of framing come on top).
     pub frame_max: u32,
     /// The heartbeat interval the server proposes, in seconds (0: none).
     pub heartbeat: u16,
@@ -64,6 +69,10 @@ pub struct ServerConfig {
     /// is dropped. RabbitMQ makes failed handshakes wait so that they cannot be retried in a
     /// tight loop; it sends no `connection.close` then, because clients do not expect one.
     pub silent_close_delay: Duration,
+    /// How many octets of output may wait in the write buffer before [`ServerConnection::wants_read`]
+    /// says to stop reading: a client that does not read its socket cannot make the server
+    /// buffer without bound by sending requests that have replies.
+    pub max_write_backlog: usize,
     /// The largest message body accepted; a larger content header closes the channel with
     /// 406 PRECONDITION_FAILED (RabbitMQ's `max_message_size`).
     pub max_message_size: u64,
@@ -80,13 +89,16 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(30),
             silent_close_delay: Duration::from_secs(3),
+            max_write_backlog: 1024 * 1024,
             max_message_size: 128 * 1024 * 1024,
         }
     }
 }
 
-/// The protocol extensions this codec implements, announced in `server-properties`
-/// `capabilities` exactly as RabbitMQ announces them (same keys, same order).
+/// The capabilities RabbitMQ announces in `server-properties`, same keys, same order. The
+/// codec implements the protocol side of each (e.g. `connection.blocked`,
+/// `authentication_failure_close`); a broker that announces them must implement the rest
+/// (confirms, consumer priorities, direct reply-to, ...).
 pub const CAPABILITIES: &[&str] = &[
     "publisher_confirms",
     "exchange_exchange_bindings",
@@ -368,7 +380,6 @@ impl BodyParts {
 /// One open channel.
 #[derive(Debug)]
 struct Channel {
-    number: u16,
     assembly: Assembly,
     /// We sent `channel.close`: commands are assembled (framing rules still hold) but dropped,
     /// except `channel.close` and `channel.close-ok`.
@@ -383,9 +394,9 @@ pub struct ServerConnection {
     read: BytesMut,
     write: BytesMut,
     events: VecDeque<Event>,
-    /// Open channels, sorted by number: compact whatever numbers a client picks, and a binary
-    /// search away.
-    channels: Vec<Channel>,
+    /// Open channels by number: compact whatever numbers a client picks, and opening or
+    /// closing one moves no other.
+    channels: BTreeMap<u16, Channel>,
     tuning: Tuning,
     client_properties: FieldTable,
     mechanism: Mechanism,
@@ -395,9 +406,11 @@ pub struct ServerConnection {
     sent_since_tick: bool,
     received_since_tick: bool,
     blocked: bool,
-    /// The `now` of the last [`Self::handle_read`]: when the input still waiting in the read
-    /// buffer arrived (used to process it once the caller accepts a login or a vhost).
-    last_read: Instant,
+    /// The latest time the caller gave: frames decoded in [`Self::poll_event`] are handled as
+    /// of then.
+    now: Instant,
+    /// Octets in the read buffer after the last decoding step: anything beyond is new input.
+    seen: usize,
 }
 
 /// Heartbeat timers, as RabbitMQ runs them: a sender that checks every half interval whether
@@ -430,7 +443,7 @@ impl ServerConnection {
             read: BytesMut::with_capacity(512),
             write: BytesMut::with_capacity(512),
             events: VecDeque::new(),
-            channels: Vec::new(),
+            channels: BTreeMap::new(),
             tuning,
             client_properties: FieldTable::new(),
             mechanism: Mechanism::Plain,
@@ -438,7 +451,8 @@ impl ServerConnection {
             sent_since_tick: false,
             received_since_tick: false,
             blocked: false,
-            last_read: now,
+            now,
+            seen: 0,
         }
     }
 
@@ -455,17 +469,64 @@ impl ServerConnection {
 
     /// Whether the driver should read from the socket now. False while a login or virtual
     /// host awaits the caller's verdict (the client's pipelined input waits in the socket, not
-    /// in memory), while a failed connection is held silent, and once finished.
+    /// in memory), while more than [`ServerConfig::max_write_backlog`] octets wait to be
+    /// written, while a failed connection is held silent, and once finished.
     pub fn wants_read(&self) -> bool {
-        !matches!(
-            self.state,
-            State::Authenticating | State::OpeningVhost | State::SilentClose | State::Finished
-        )
+        self.write.len() < self.config.max_write_backlog
+            && !matches!(
+                self.state,
+                State::Authenticating | State::OpeningVhost | State::SilentClose | State::Finished
+            )
     }
 
-    /// The next event for the caller.
+    /// The next event for the caller. Frames are decoded here, one at a time, only when no
+    /// event is pending: act on each event before polling the next.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return Some(e);
+            }
+            if !self.decode_next() {
+                return None;
+            }
+        }
+    }
+
+    /// Decodes and handles the next complete frame, if the phase reads frames now. Returns
+    /// whether anything was done.
+    fn decode_next(&mut self) -> bool {
+        // While the caller judges credentials or a vhost, input waits in the buffer.
+        if !matches!(
+            self.state,
+            State::AwaitingStartOk
+                | State::AwaitingTuneOk
+                | State::AwaitingOpen
+                | State::Open
+                | State::CloseSent
+        ) {
+            return false;
+        }
+        let now = self.now;
+        let progress = match frame::decode_frame(&mut self.read, self.tuning.frame_max) {
+            Ok(Some(f)) => {
+                self.handle_frame(f, now);
+                true
+            }
+            Ok(None) => false,
+            // A non-fatal error consumed the bad frame; a fatal one ended reading.
+            Err(e) => {
+                self.decode_error(e, now);
+                true
+            }
+        };
+        if matches!(self.state, State::SilentClose | State::Finished) {
+            self.read.clear();
+        } else if self.read.is_empty() && self.read.capacity() > 64 * 1024 {
+            // Give memory back after a burst of large frames.
+            self.read = BytesMut::with_capacity(512);
+        }
+        self.seen = self.read.len();
+        progress
     }
 
     /// The negotiated limits (before tuning, the pre-tune limits).
@@ -504,25 +565,26 @@ impl ServerConnection {
             .unwrap_or(false)
     }
 
-    /// Feeds bytes the driver appended to [`Self::read_buffer`]; `now` is when they arrived.
+    /// Tells the connection that the driver appended bytes to [`Self::read_buffer`]; `now` is
+    /// when they arrived. The frames in them are decoded as [`Self::poll_event`] is called.
     pub fn handle_read(&mut self, now: Instant) {
-        self.last_read = now;
+        self.now = now;
         if matches!(self.state, State::SilentClose | State::Finished) {
             self.read.clear();
+            self.seen = 0;
             return;
         }
-        if !self.read.is_empty() {
+        if self.read.len() > self.seen {
             self.received_since_tick = true;
         }
         if self.state == State::AwaitingHeader {
             match frame::check_protocol_header(&self.read) {
-                ProtocolHeader::Incomplete => return,
+                ProtocolHeader::Incomplete => {}
                 ProtocolHeader::Unsupported => {
                     // RabbitMQ answers with the header it speaks and closes at once.
                     self.write.extend_from_slice(&frame::PROTOCOL_HEADER);
                     self.read.clear();
                     self.finish(CloseReason::BadProtocolHeader);
-                    return;
                 }
                 ProtocolHeader::Amqp091 => {
                     let _ = self.read.split_to(frame::PROTOCOL_HEADER.len());
@@ -530,35 +592,17 @@ impl ServerConnection {
                 }
             }
         }
-        while matches!(
-            self.state,
-            State::AwaitingStartOk
-                | State::AwaitingTuneOk
-                | State::AwaitingOpen
-                | State::Open
-                | State::CloseSent
-        ) {
-            // While the caller judges credentials or a vhost, input waits in the buffer.
-            match frame::decode_frame(&mut self.read, self.tuning.frame_max) {
-                Ok(Some(f)) => self.handle_frame(f, now),
-                Ok(None) => break,
-                Err(e) => {
-                    // After a fatal error nothing more can be framed; after any other, the bad
-                    // frame is consumed and decoding goes on in the new state (a close
-                    // handshake still reads `close-ok`).
-                    let fatal = e.is_fatal();
-                    self.decode_error(e, now);
-                    if fatal {
-                        break;
-                    }
-                }
-            }
+        self.seen = self.read.len();
+        self.shrink_idle_buffers();
+    }
+
+    /// Gives memory back once a burst is over: an idle connection should cost a few KiB.
+    fn shrink_idle_buffers(&mut self) {
+        if self.write.is_empty() && self.write.capacity() > 64 * 1024 {
+            self.write = BytesMut::with_capacity(512);
         }
-        if matches!(self.state, State::SilentClose | State::Finished) {
-            self.read.clear();
-        } else if self.read.is_empty() && self.read.capacity() > 64 * 1024 {
-            // Give memory back after a burst of large frames.
-            self.read = BytesMut::with_capacity(512);
+        if self.events.is_empty() && self.events.capacity() > 64 {
+            self.events = VecDeque::new();
         }
     }
 
@@ -574,6 +618,8 @@ impl ServerConnection {
     /// Acts on the deadlines that have passed by `now`: handshake, close and silent-close
     /// timeouts, heartbeat sending and the missed-heartbeat check.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        self.shrink_idle_buffers();
         if self.deadline.is_some_and(|d| now >= d) {
             self.deadline = None;
             match self.state {
@@ -607,8 +653,10 @@ impl ServerConnection {
         self.heartbeat = Some(hb);
     }
 
-    /// Accepts the credentials of [`Event::Authenticate`]: sends `connection.tune`.
-    pub fn accept_login(&mut self) {
+    /// Accepts the credentials of [`Event::Authenticate`]: sends `connection.tune`. Frames the
+    /// client pipelined behind `start-ok` come out of the next [`Self::poll_event`] calls.
+    pub fn accept_login(&mut self, now: Instant) {
+        self.now = now;
         if self.state != State::Authenticating {
             return;
         }
@@ -618,8 +666,6 @@ impl ServerConnection {
             frame_max: self.config.frame_max,
             heartbeat: self.config.heartbeat,
         });
-        // Frames the client pipelined behind `start-ok` waited in the buffer.
-        self.handle_read(self.last_read);
     }
 
     /// Refuses the credentials of [`Event::Authenticate`], as RabbitMQ does: clients that
@@ -628,6 +674,7 @@ impl ServerConnection {
     /// see the broker logfile."; all are then held silent and dropped, without waiting for a
     /// `close-ok`.
     pub fn refuse_login(&mut self, now: Instant) {
+        self.now = now;
         if self.state != State::Authenticating {
             return;
         }
@@ -644,6 +691,7 @@ impl ServerConnection {
 
     /// Accepts the virtual host of [`Event::OpenVhost`]: sends `connection.open-ok`.
     pub fn accept_vhost(&mut self, now: Instant) {
+        self.now = now;
         if self.state != State::OpeningVhost {
             return;
         }
@@ -653,8 +701,6 @@ impl ServerConnection {
         self.events.push_back(Event::Opened {
             tuning: self.tuning,
         });
-        // Frames the client pipelined behind `connection.open` waited in the buffer.
-        self.handle_read(now);
     }
 
     /// Sends a method on an open channel (or channel 0). Ignored on a channel that is not open
@@ -711,7 +757,12 @@ impl ServerConnection {
 
     /// Closes a channel with a (soft) exception: sends `channel.close` and drops the client's
     /// commands on the channel until its `channel.close-ok`.
+    ///
+    /// A connection-scope exception closes the whole connection instead.
     pub fn close_channel(&mut self, channel: u16, exception: AmqpException) {
+        if exception.scope == Scope::Connection {
+            return self.close(exception, self.now);
+        }
         if self.state != State::Open || !self.is_channel_open(channel) {
             return;
         }
@@ -736,6 +787,11 @@ impl ServerConnection {
     /// `connection.close` and waits for `close-ok` until the close timeout. Before
     /// `connection.open`, where RabbitMQ sends nothing, the connection is held silent instead.
     pub fn close(&mut self, exception: AmqpException, now: Instant) {
+        self.now = now;
+        let exception = AmqpException {
+            scope: Scope::Connection,
+            ..exception
+        };
         match self.state {
             State::CloseSent | State::SilentClose | State::Finished => {}
             s if s.fails_silently() => self.silent_close(exception, now),
@@ -793,6 +849,8 @@ impl ServerConnection {
     fn stop(&mut self, reason: CloseReason) {
         self.channels.clear();
         self.heartbeat = None;
+        // Nothing queued before the end is of use to the caller any more.
+        self.events.clear();
         self.events.push_back(Event::Closed { reason });
     }
 
@@ -817,35 +875,21 @@ impl ServerConnection {
         self.state = State::AwaitingStartOk;
     }
 
-    fn channel_index(&self, channel: u16) -> Result<usize, usize> {
-        self.channels.binary_search_by_key(&channel, |c| c.number)
-    }
-
     fn channel(&self, channel: u16) -> Option<&Channel> {
-        self.channel_index(channel)
-            .ok()
-            .and_then(|i| self.channels.get(i))
+        self.channels.get(&channel)
     }
 
     fn channel_mut(&mut self, channel: u16) -> Option<&mut Channel> {
-        self.channel_index(channel)
-            .ok()
-            .and_then(|i| self.channels.get_mut(i))
+        self.channels.get_mut(&channel)
     }
 
     fn free_channel(&mut self, channel: u16) {
-        if let Ok(i) = self.channel_index(channel) {
-            self.channels.remove(i);
-        }
+        self.channels.remove(&channel);
     }
 
     /// A connection-level error found in the client's input: `connection.close` once open (or
     /// opening), silence during the handshake.
     fn protocol_error(&mut self, e: AmqpException, now: Instant) {
-        let e = AmqpException {
-            scope: Scope::Connection,
-            ..e
-        };
         self.close(e, now);
     }
 
@@ -882,21 +926,7 @@ impl ServerConnection {
     /// A content header for another class than `basic` (which the decoder cannot read):
     /// RabbitMQ's assembler's answer, depending on what the channel expects.
     fn content_class_error(&self, channel: u16, class_id: u16) -> AmqpException {
-        match self.channel(channel).map(|c| &c.assembly) {
-            Some(Assembly::Header { method }) => AmqpException::connection(
-                ReplyCode::UnexpectedFrame,
-                format!(
-                    "expected content header for class {}, got one for class {class_id} instead",
-                    method.class_id()
-                ),
-            )
-            .caused_by(method.class_id(), method.method_id()),
-            Some(Assembly::Body { method, .. }) => unexpected_frame(
-                "expected content body, got non content body frame instead",
-                Some(method),
-            ),
-            _ => unexpected_frame("expected method frame, got non method frame instead", None),
-        }
+        not_expected(self.channel(channel).map(|c| &c.assembly), Some(class_id))
     }
 
     fn handle_frame(&mut self, f: Frame, now: Instant) {
@@ -1057,7 +1087,7 @@ impl ServerConnection {
         let (class_id, method_id) = (method.class_id(), method.method_id());
         let error =
             |code, text: &str| AmqpException::connection(code, text).caused_by(class_id, method_id);
-        let Ok(index) = self.channel_index(channel) else {
+        let Some(ch) = self.channels.get_mut(&channel) else {
             if !matches!(method, Method::ChannelOpen(_)) {
                 return self.protocol_error(
                     error(ReplyCode::ChannelError, "expected 'channel.open'"),
@@ -1073,44 +1103,21 @@ impl ServerConnection {
                 return self
                     .protocol_error(AmqpException::connection(ReplyCode::NotAllowed, text), now);
             }
-            if let Err(at) = self.channel_index(channel) {
-                self.channels.insert(
-                    at,
-                    Channel {
-                        number: channel,
-                        assembly: Assembly::Idle,
-                        closing: false,
-                    },
-                );
-            }
+            self.channels.insert(
+                channel,
+                Channel {
+                    assembly: Assembly::Idle,
+                    closing: false,
+                },
+            );
             frame::encode_method(&mut self.write, channel, &ChannelOpenOk::default().into());
             self.sent_since_tick = true;
             self.events.push_back(Event::ChannelOpened { channel });
             return;
         };
-        let Some(ch) = self.channels.get_mut(index) else {
-            return;
-        };
-        match std::mem::replace(&mut ch.assembly, Assembly::Idle) {
-            Assembly::Idle => {}
-            Assembly::Header { method: pending } => {
-                let text = format!(
-                    "expected content header for class {}, got non content header frame instead",
-                    pending.class_id()
-                );
-                let e = AmqpException::connection(ReplyCode::UnexpectedFrame, text)
-                    .caused_by(pending.class_id(), pending.method_id());
-                return self.protocol_error(e, now);
-            }
-            Assembly::Body {
-                method: pending, ..
-            } => {
-                let e = unexpected_frame(
-                    "expected content body, got non content body frame instead",
-                    Some(&pending),
-                );
-                return self.protocol_error(e, now);
-            }
+        let pending = std::mem::replace(&mut ch.assembly, Assembly::Idle);
+        if !matches!(pending, Assembly::Idle) {
+            return self.protocol_error(not_expected(Some(&pending), None), now);
         }
         if method.has_content() {
             ch.assembly = Assembly::Header { method };
@@ -1154,8 +1161,9 @@ impl ServerConnection {
                 self.protocol_error(e, now)
             }
             _ if closing => {}
-            // A connection method on a channel (RabbitMQ's channel drops it while closing).
-            _ if class_id == 10 => {
+            // A connection method on a channel (RabbitMQ's channel drops it while closing), or a
+            // method only a server sends: RabbitMQ's channel has no clause for either.
+            _ if class_id == 10 || is_server_method(&method) => {
                 let e =
                     AmqpException::connection(ReplyCode::CommandInvalid, "unimplemented method")
                         .caused_by(class_id, method_id);
@@ -1172,41 +1180,16 @@ impl ServerConnection {
     fn handle_header(&mut self, channel: u16, header: ContentHeader, now: Instant) {
         let max_message_size = self.config.max_message_size;
         let Some(ch) = self.channel_mut(channel) else {
-            let e = unexpected_frame("expected method frame, got non method frame instead", None);
-            return self.protocol_error(e, now);
+            return self.protocol_error(not_expected(None, None), now);
         };
         let closing = ch.closing;
-        let method = match std::mem::replace(&mut ch.assembly, Assembly::Idle) {
-            Assembly::Header { method } => method,
-            Assembly::Idle => {
-                let e =
-                    unexpected_frame("expected method frame, got non method frame instead", None);
-                return self.protocol_error(e, now);
-            }
-            Assembly::Body { method, .. } => {
-                let e = unexpected_frame(
-                    "expected content body, got non content body frame instead",
-                    Some(&method),
-                );
-                return self.protocol_error(e, now);
-            }
+        let pending = std::mem::replace(&mut ch.assembly, Assembly::Idle);
+        let Assembly::Header { method } = pending else {
+            return self.protocol_error(not_expected(Some(&pending), None), now);
         };
         if header.class_id != method.class_id() || header.weight != 0 {
-            let text = if header.class_id != method.class_id() {
-                format!(
-                    "expected content header for class {}, got one for class {} instead",
-                    method.class_id(),
-                    header.class_id
-                )
-            } else {
-                format!(
-                    "expected content header for class {}, got non content header frame instead",
-                    method.class_id()
-                )
-            };
-            let e = AmqpException::connection(ReplyCode::UnexpectedFrame, text)
-                .caused_by(method.class_id(), method.method_id());
-            return self.protocol_error(e, now);
+            let pending = Assembly::Header { method };
+            return self.protocol_error(not_expected(Some(&pending), Some(header.class_id)), now);
         }
         if header.body_size > max_message_size && !closing {
             // Refused at the header, before any body is buffered; the body frames that follow
@@ -1242,34 +1225,18 @@ impl ServerConnection {
 
     fn handle_body(&mut self, channel: u16, payload: Bytes, now: Instant) {
         let Some(ch) = self.channel_mut(channel) else {
-            let e = unexpected_frame("expected method frame, got non method frame instead", None);
-            return self.protocol_error(e, now);
+            return self.protocol_error(not_expected(None, None), now);
         };
         let closing = ch.closing;
-        let (method, header, mut body, remaining) = match std::mem::replace(
-            &mut ch.assembly,
-            Assembly::Idle,
-        ) {
-            Assembly::Body {
-                method,
-                header,
-                body,
-                remaining,
-            } => (method, header, body, remaining),
-            Assembly::Header { method } => {
-                let text = format!(
-                    "expected content header for class {}, got non content header frame instead",
-                    method.class_id()
-                );
-                let e = AmqpException::connection(ReplyCode::UnexpectedFrame, text)
-                    .caused_by(method.class_id(), method.method_id());
-                return self.protocol_error(e, now);
-            }
-            Assembly::Idle => {
-                let e =
-                    unexpected_frame("expected method frame, got non method frame instead", None);
-                return self.protocol_error(e, now);
-            }
+        let pending = std::mem::replace(&mut ch.assembly, Assembly::Idle);
+        let Assembly::Body {
+            method,
+            header,
+            mut body,
+            remaining,
+        } = pending
+        else {
+            return self.protocol_error(not_expected(Some(&pending), None), now);
         };
         let len = payload.len() as u64;
         if len > remaining {
@@ -1305,8 +1272,65 @@ impl ServerConnection {
     }
 }
 
-/// A 505 UNEXPECTED_FRAME from the content assembler, naming the pending method if any.
-fn unexpected_frame(text: &str, pending: Option<&Method>) -> AmqpException {
+/// Methods of the channel classes that only a server sends. (`channel.close-ok`,
+/// `channel.flow-ok`, `basic.cancel`, `basic.ack` and `basic.nack` go both ways.)
+fn is_server_method(m: &Method) -> bool {
+    matches!(
+        m,
+        Method::ChannelOpenOk(_)
+            | Method::AccessRequestOk(_)
+            | Method::ExchangeDeclareOk(_)
+            | Method::ExchangeDeleteOk(_)
+            | Method::ExchangeBindOk(_)
+            | Method::ExchangeUnbindOk(_)
+            | Method::QueueDeclareOk(_)
+            | Method::QueueBindOk(_)
+            | Method::QueuePurgeOk(_)
+            | Method::QueueDeleteOk(_)
+            | Method::QueueUnbindOk(_)
+            | Method::BasicQosOk(_)
+            | Method::BasicConsumeOk(_)
+            | Method::BasicCancelOk(_)
+            | Method::BasicReturn(_)
+            | Method::BasicDeliver(_)
+            | Method::BasicGetOk(_)
+            | Method::BasicGetEmpty(_)
+            | Method::BasicRecoverOk(_)
+            | Method::TxSelectOk(_)
+            | Method::TxCommitOk(_)
+            | Method::TxRollbackOk(_)
+            | Method::ConfirmSelectOk(_)
+    )
+}
+
+/// RabbitMQ's content assembler's 505 UNEXPECTED_FRAME for a frame a channel did not expect,
+/// given what it awaits (`None`: a channel not open, which awaits a method) and, for a content
+/// header, the class it names. The exception names the pending method, if any.
+fn not_expected(awaiting: Option<&Assembly>, header_class: Option<u16>) -> AmqpException {
+    let (text, pending) = match awaiting {
+        None | Some(Assembly::Idle) => (
+            "expected method frame, got non method frame instead".to_string(),
+            None,
+        ),
+        Some(Assembly::Header { method }) => {
+            let expected = method.class_id();
+            let text = match header_class {
+                Some(got) if got != expected => {
+                    format!(
+                        "expected content header for class {expected}, got one for class {got} instead"
+                    )
+                }
+                _ => format!(
+                    "expected content header for class {expected}, got non content header frame instead"
+                ),
+            };
+            (text, Some(method))
+        }
+        Some(Assembly::Body { method, .. }) => (
+            "expected content body, got non content body frame instead".to_string(),
+            Some(method),
+        ),
+    };
     let e = AmqpException::connection(ReplyCode::UnexpectedFrame, text);
     match pending {
         Some(m) => e.caused_by(m.class_id(), m.method_id()),

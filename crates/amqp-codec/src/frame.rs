@@ -4,7 +4,7 @@
 //! from a [`BytesMut`] read buffer: a complete frame is split off and frozen, and a body frame's
 //! payload is a slice of it, never a copy. Incomplete input gives `Ok(None)`; the size field is
 //! checked against `frame_max` *before* waiting for the payload, so a hostile length can never
-//! make the caller buffer more than `frame_max` octets.
+//! make the caller buffer more than one frame of `frame_max` payload octets plus framing.
 
 use crate::CodecError;
 use crate::generated::{BasicProperties, Method};
@@ -187,7 +187,8 @@ impl Frame {
 /// Decodes one frame from the front of `buf`, removing it.
 ///
 /// Returns `Ok(None)` when `buf` does not yet hold a whole frame. `frame_max` is the negotiated
-/// maximum frame size including framing (0 means no limit beyond the 32-bit size field).
+/// limit on the payload, as RabbitMQ applies it (the 8 octets of framing come on top; 0 means
+/// no limit beyond the 32-bit size field).
 pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, CodecError> {
     let Some(&[kind, c0, c1, s0, s1, s2, s3]) = buf.get(..FRAME_HEADER_SIZE) else {
         return Ok(None);

@@ -364,9 +364,20 @@ fn read_value(r: &mut Reader<'_>, depth: usize) -> Result<FieldValue, CodecError
     })
 }
 
+/// Writes a 4-octet length placeholder, then `body`, then patches in the body's length: one
+/// pass, however deeply tables nest.
+fn with_length_prefix(buf: &mut BytesMut, body: impl FnOnce(&mut BytesMut)) {
+    let at = buf.len();
+    put_long(buf, 0);
+    body(buf);
+    let len = (buf.len() - at - 4) as u32;
+    if let Some(slot) = buf.get_mut(at..at + 4) {
+        slot.copy_from_slice(&len.to_be_bytes());
+    }
+}
+
 pub(crate) fn write_table(buf: &mut BytesMut, t: &FieldTable) {
-    put_long(buf, t.encoded_len() as u32);
-    t.encode_entries(buf);
+    with_length_prefix(buf, |buf| t.encode_entries(buf));
 }
 
 fn write_value(buf: &mut BytesMut, v: &FieldValue) {
@@ -391,12 +402,11 @@ fn write_value(buf: &mut BytesMut, v: &FieldValue) {
             put_long(buf, b.len() as u32);
             buf.extend_from_slice(b);
         }
-        FieldValue::Array(a) => {
-            put_long(buf, a.encoded_len() as u32);
+        FieldValue::Array(a) => with_length_prefix(buf, |buf| {
             for v in &a.0 {
                 write_value(buf, v);
             }
-        }
+        }),
         FieldValue::Timestamp(t) => put_longlong(buf, *t),
         FieldValue::Table(t) => write_table(buf, t),
         FieldValue::Void => {}

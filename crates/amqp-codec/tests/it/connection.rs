@@ -106,6 +106,8 @@ impl AsRef<[u8]> for Wire {
 /// The client side of one connection, and the clock.
 struct Peer {
     conn: ServerConnection,
+    /// Events polled (so that the frames behind them were decoded) but not yet looked at.
+    pending: std::collections::VecDeque<Event>,
     /// When the connection was accepted.
     start: Instant,
     now: Instant,
@@ -116,15 +118,18 @@ impl Peer {
         let start = Instant::now();
         Self {
             conn: ServerConnection::new(config, start),
+            pending: Default::default(),
             start,
             now: start,
         }
     }
 
-    /// Appends client bytes and lets the server read them.
+    /// Appends client bytes and lets the server read them, decoding all it can (the events
+    /// wait in `pending` for [`Self::events`]).
     fn send(&mut self, bytes: impl AsRef<[u8]>) {
         self.conn.read_buffer().extend_from_slice(bytes.as_ref());
         self.conn.handle_read(self.now);
+        self.drain();
     }
 
     /// Moves the clock to `start + at` (never backwards) and fires the timers.
@@ -147,13 +152,23 @@ impl Peer {
         self.now - self.start
     }
 
+    /// Lets the server decode everything it can, keeping the events for [`Self::events`]: a
+    /// caller that acts on nothing in between.
+    fn drain(&mut self) {
+        while let Some(e) = self.conn.poll_event() {
+            self.pending.push_back(e);
+        }
+    }
+
     /// Everything the server wrote since the last call, as raw octets.
     fn output(&mut self) -> Vec<u8> {
+        self.drain();
         self.conn.write_buffer().split().to_vec()
     }
 
     /// Everything the server wrote since the last call, decoded into whole frames.
     fn frames(&mut self) -> Vec<Frame> {
+        self.drain();
         let mut buf = self.conn.write_buffer().split();
         let mut frames = Vec::new();
         while let Some(f) = frame::decode_frame(&mut buf, 0).expect("server output decodes") {
@@ -167,7 +182,8 @@ impl Peer {
     }
 
     fn events(&mut self) -> Vec<Event> {
-        std::iter::from_fn(|| self.conn.poll_event()).collect()
+        self.drain();
+        self.pending.drain(..).collect()
     }
 
     /// Asserts that the server wrote nothing and has nothing to say.
@@ -488,7 +504,7 @@ fn logged_in(config: ServerConfig, capabilities: &[&'static str]) -> Peer {
         [Event::Authenticate { .. }]
     ));
     assert!(!p.conn.wants_read());
-    p.conn.accept_login();
+    p.conn.accept_login(p.now);
     assert!(matches!(
         p.frames().as_slice(),
         [Frame::Method {
@@ -599,7 +615,7 @@ fn plain_handshake_sends_start_tune_and_open_ok() {
     // The caller judges the credentials: nothing to read meanwhile.
     assert!(!p.conn.wants_read());
 
-    p.conn.accept_login();
+    p.conn.accept_login(p.now);
     assert_eq!(p.frames(), [default_tune()]);
     assert_eq!(p.events(), []);
     assert!(p.conn.wants_read());
@@ -656,7 +672,7 @@ fn amqplain_handshake_reads_login_and_password() {
             client_properties: client_properties(&[]),
         }]
     );
-    p.conn.accept_login();
+    p.conn.accept_login(p.now);
     assert_eq!(p.frames(), [default_tune()]);
     p.send(
         Wire::new()
@@ -817,7 +833,7 @@ fn pipelined_handshake_in_one_write() {
     ));
     assert!(!p.conn.wants_read());
 
-    p.conn.accept_login();
+    p.conn.accept_login(p.now);
     assert_eq!(p.frames(), [default_tune()]);
     assert_eq!(p.events(), [Event::OpenVhost { vhost: "/".into() }]);
     assert!(!p.conn.wants_read());
@@ -864,7 +880,7 @@ fn pipelined_input_waits_for_the_verdict_even_if_more_arrives() {
     assert_eq!(p.events().len(), 1);
     p.send(Wire::new().method(0, open("/")));
     p.assert_quiet();
-    p.conn.accept_login();
+    p.conn.accept_login(p.now);
     assert_eq!(p.frames(), [default_tune()]);
     assert_eq!(p.events(), [Event::OpenVhost { vhost: "/".into() }]);
     p.send(Wire::new().method(3, ChannelOpen::default()));
@@ -893,7 +909,7 @@ fn heartbeats_are_accepted_in_every_state() {
             .heartbeat(),
     );
     assert_eq!(p.events().len(), 1);
-    p.conn.accept_login();
+    p.conn.accept_login(p.now);
     assert_eq!(p.frames(), [default_tune()]);
     p.send(
         Wire::new()
@@ -931,10 +947,12 @@ fn handshake_fed_one_octet_at_a_time() {
     let mut frames = Vec::new();
     let mut events = Vec::new();
     for octet in client.as_ref() {
-        p.send([*octet]);
+        // Fed directly: this caller acts on each event as it comes.
+        p.conn.read_buffer().extend_from_slice(&[*octet]);
+        p.conn.handle_read(p.now);
         while let Some(e) = p.conn.poll_event() {
             match e {
-                Event::Authenticate { .. } => p.conn.accept_login(),
+                Event::Authenticate { .. } => p.conn.accept_login(p.now),
                 Event::OpenVhost { .. } => p.conn.accept_vhost(p.now),
                 _ => {}
             }
@@ -1024,7 +1042,7 @@ fn client_close_pipelined_behind_start_ok_is_answered_after_the_verdict() {
     );
     assert_eq!(p.frames(), []);
     assert_eq!(p.events().len(), 1);
-    p.conn.accept_login();
+    p.conn.accept_login(p.now);
     assert_eq!(
         p.frames(),
         [default_tune(), m(0, ConnectionCloseOk::default())]
@@ -1272,14 +1290,14 @@ fn refused_vhost_gets_connection_close() {
 #[test]
 fn verdicts_outside_their_phase_are_ignored() {
     let mut p = started(ServerConfig::default());
-    p.conn.accept_login();
+    p.conn.accept_login(p.now);
     p.conn.refuse_login(p.now);
     p.conn.accept_vhost(p.now);
     p.assert_quiet();
     assert!(p.conn.wants_read());
 
     let mut p = opened();
-    p.conn.accept_login();
+    p.conn.accept_login(p.now);
     p.conn.refuse_login(p.now);
     p.conn.accept_vhost(p.now);
     p.assert_quiet();
@@ -1332,7 +1350,7 @@ fn refused_login_sends_403_to_clients_with_the_capability() {
             }]
         );
         // A second verdict is ignored.
-        p.conn.accept_login();
+        p.conn.accept_login(p.now);
         p.conn.refuse_login(p.now);
         p.assert_quiet();
         // No close-ok is awaited (pika, for one, just closes the socket): held, then dropped.
@@ -1818,7 +1836,7 @@ fn tune_ok_zeroes_are_taken_when_the_server_has_no_limits() {
             .method(0, start_ok(FieldTable::new(), "PLAIN", plain("a", "b"))),
     );
     let _ = (p.frames(), p.events());
-    p.conn.accept_login();
+    p.conn.accept_login(p.now);
     assert_eq!(
         p.frames(),
         [m(
@@ -2899,7 +2917,7 @@ fn handshake_timeout_ends_a_slow_client() {
         }]
     );
     // A late verdict changes nothing.
-    p.conn.accept_login();
+    p.conn.accept_login(p.now);
     p.conn.refuse_login(p.now);
     p.assert_quiet();
 
@@ -3928,4 +3946,270 @@ fn server_close_ends_all_channels() {
     assert!(!p.conn.is_channel_open(1));
     assert!(!p.conn.is_channel_open(2));
     p.answer_close();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A caller that acts on each command before the next frame is read: replies, channel and
+// connection closes take effect in the client's order, as in RabbitMQ's channel process.
+
+/// Feeds `wire` in one read and answers every command through `answer`, acting on each event
+/// before polling the next. Returns the events seen.
+fn feed_answering(
+    p: &mut Peer,
+    wire: Wire,
+    mut answer: impl FnMut(&mut ServerConnection, &Event, Instant),
+) -> Vec<Event> {
+    p.conn.read_buffer().extend_from_slice(wire.as_ref());
+    p.conn.handle_read(p.now);
+    let mut seen = Vec::new();
+    while let Some(e) = p.conn.poll_event() {
+        answer(&mut p.conn, &e, p.now);
+        seen.push(e);
+    }
+    seen
+}
+
+fn confirm_select() -> warren_amqp_codec::ConfirmSelect {
+    warren_amqp_codec::ConfirmSelect::default()
+}
+
+/// Answers `confirm.select` and confirms each publish, as a broker would.
+fn confirming_broker(conn: &mut ServerConnection, e: &Event, _now: Instant) {
+    if let Event::Command {
+        channel, method, ..
+    } = e
+    {
+        match method {
+            Method::ConfirmSelect(_) => {
+                conn.send_method(
+                    *channel,
+                    &warren_amqp_codec::ConfirmSelectOk::default().into(),
+                );
+            }
+            Method::BasicPublish(_) => {
+                let ack = warren_amqp_codec::BasicAck {
+                    delivery_tag: 1,
+                    multiple: false,
+                };
+                conn.send_method(*channel, &ack.into());
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn replies_to_commands_precede_a_pipelined_channel_close_ok() {
+    let mut p = opened_with_channel();
+    let wire = Wire::new()
+        .method(1, confirm_select())
+        .method(1, publish("rk"))
+        .header(1, 3)
+        .body(1, b"abc")
+        .method(1, client_channel_close(200, "bye"));
+    let events = feed_answering(&mut p, wire, confirming_broker);
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(matches!(
+        events[2],
+        Event::ChannelClosed {
+            channel: 1,
+            reason: ChannelCloseReason::ByClient { .. }
+        }
+    ));
+    assert_eq!(
+        p.frames(),
+        [
+            m(1, warren_amqp_codec::ConfirmSelectOk::default()),
+            m(
+                1,
+                warren_amqp_codec::BasicAck {
+                    delivery_tag: 1,
+                    multiple: false
+                }
+            ),
+            m(1, ChannelCloseOk::default()),
+        ]
+    );
+}
+
+#[test]
+fn replies_to_commands_precede_a_pipelined_connection_close_ok() {
+    let mut p = opened_with_channel();
+    let wire = Wire::new()
+        .method(1, confirm_select())
+        .method(1, publish("rk"))
+        .header(1, 3)
+        .body(1, b"abc")
+        .method(0, client_close(200, "bye"));
+    let events = feed_answering(&mut p, wire, confirming_broker);
+    assert!(matches!(
+        events.last(),
+        Some(Event::Closed {
+            reason: CloseReason::ByClient { code: 200, .. }
+        })
+    ));
+    assert_eq!(
+        p.frames(),
+        [
+            m(1, warren_amqp_codec::ConfirmSelectOk::default()),
+            m(
+                1,
+                warren_amqp_codec::BasicAck {
+                    delivery_tag: 1,
+                    multiple: false
+                }
+            ),
+            m(0, ConnectionCloseOk::default()),
+        ]
+    );
+    assert!(p.conn.is_finished());
+}
+
+#[test]
+fn commands_after_a_channel_close_in_the_same_read_are_dropped() {
+    let mut p = opened_with_channel();
+    let wire = Wire::new()
+        .method(1, qos(1))
+        .method(1, qos(2))
+        .method(1, qos(3))
+        .method(2, ChannelOpen::default());
+    let refusal = AmqpException::channel(ReplyCode::PreconditionFailed, "no").caused_by(60, 10);
+    let mut closed = false;
+    let events = feed_answering(&mut p, wire, |conn, e, _| {
+        if let (Event::Command { channel: 1, .. }, false) = (e, closed) {
+            closed = true;
+            conn.close_channel(1, refusal.clone());
+        }
+    });
+    // One command reached the caller; the two behind it were dropped on the closing channel,
+    // and the channel after them was opened normally.
+    let commands = events
+        .iter()
+        .filter(|e| matches!(e, Event::Command { .. }))
+        .count();
+    assert_eq!(commands, 1, "{events:?}");
+    assert_eq!(
+        events[1],
+        Event::ChannelClosed {
+            channel: 1,
+            reason: ChannelCloseReason::ByServer(refusal)
+        }
+    );
+    assert_eq!(events[2], Event::ChannelOpened { channel: 2 });
+    assert_eq!(
+        p.frames(),
+        [
+            channel_close(1, 406, "PRECONDITION_FAILED - no", 60, 10),
+            m(2, ChannelOpenOk::default()),
+        ]
+    );
+    p.send(Wire::new().method(1, ChannelCloseOk::default()));
+    p.assert_quiet();
+    assert!(!p.conn.is_channel_open(1));
+}
+
+#[test]
+fn nothing_is_read_after_the_caller_closes_the_connection_mid_read() {
+    let mut p = opened_with_channel();
+    let wire = Wire::new()
+        .method(1, qos(1))
+        .method(1, qos(2))
+        .method(1, client_channel_close(200, "bye"));
+    let forced = AmqpException::connection(ReplyCode::ConnectionForced, "shutdown");
+    let events = feed_answering(&mut p, wire, |conn, e, now| {
+        if matches!(e, Event::Command { .. }) {
+            conn.close(forced.clone(), now);
+        }
+    });
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        events[1],
+        Event::Closed {
+            reason: CloseReason::ByServer(forced)
+        }
+    );
+    assert_eq!(
+        p.frames(),
+        [connection_close(320, "CONNECTION_FORCED - shutdown", 0, 0)]
+    );
+    p.answer_close();
+}
+
+#[test]
+fn a_channel_exception_of_connection_scope_closes_the_connection() {
+    let mut p = opened_with_channel();
+    let e = AmqpException::connection(ReplyCode::NotAllowed, "nope");
+    p.conn.close_channel(1, e.clone());
+    assert_eq!(
+        p.frames(),
+        [connection_close(530, "NOT_ALLOWED - nope", 0, 0)]
+    );
+    assert_eq!(
+        p.events(),
+        [Event::Closed {
+            reason: CloseReason::ByServer(e)
+        }]
+    );
+    p.answer_close();
+}
+
+#[test]
+fn methods_only_a_server_sends_are_unimplemented() {
+    let server_only: Vec<Method> = vec![
+        ChannelOpenOk::default().into(),
+        warren_amqp_codec::QueueDeclareOk::default().into(),
+        warren_amqp_codec::BasicConsumeOk::default().into(),
+        warren_amqp_codec::BasicGetEmpty::default().into(),
+        warren_amqp_codec::ConfirmSelectOk::default().into(),
+        warren_amqp_codec::TxCommitOk::default().into(),
+    ];
+    for method in server_only {
+        let (class_id, method_id) = (method.class_id(), method.method_id());
+        let mut p = opened_with_channel();
+        p.expect_connection_error(
+            Wire::new().method(1, method),
+            ReplyCode::CommandInvalid,
+            "unimplemented method",
+            class_id,
+            method_id,
+        );
+    }
+    // Deliveries carry content: refused once complete, like any other command.
+    let mut p = opened_with_channel();
+    p.expect_connection_error(
+        Wire::new()
+            .method(1, BasicDeliver::default())
+            .header(1, 1)
+            .body(1, b"x"),
+        ReplyCode::CommandInvalid,
+        "unimplemented method",
+        60,
+        60,
+    );
+}
+
+#[test]
+fn a_client_that_does_not_read_cannot_grow_the_write_buffer_without_bound() {
+    let config = ServerConfig {
+        max_write_backlog: 4096,
+        ..ServerConfig::default()
+    };
+    let mut p = open_peer(config, &[], tune_ok(2047, 131_072, 0));
+    let mut wire = Wire::new();
+    for _ in 0..400 {
+        wire = wire
+            .method(1, ChannelOpen::default())
+            .method(1, client_channel_close(200, ""));
+    }
+    p.conn.read_buffer().extend_from_slice(wire.as_ref());
+    p.conn.handle_read(p.now);
+    while p.conn.poll_event().is_some() {}
+    // 800 replies are queued: far past the backlog limit, so the driver must stop reading.
+    assert!(p.conn.write_buffer().len() > 4096);
+    assert!(!p.conn.wants_read());
+    p.conn.write_buffer().clear();
+    assert!(
+        p.conn.wants_read(),
+        "reading resumes once the output drains"
+    );
 }

@@ -366,7 +366,7 @@ fn drive_with(name: &str, accept: bool) -> (Vec<Event>, ServerConnection) {
         conn.handle_read(now);
         while let Some(e) = conn.poll_event() {
             match &e {
-                Event::Authenticate { .. } if accept => conn.accept_login(),
+                Event::Authenticate { .. } if accept => conn.accept_login(now),
                 Event::Authenticate { .. } => conn.refuse_login(now),
                 Event::OpenVhost { .. } => conn.accept_vhost(now),
                 _ => {}
@@ -479,4 +479,69 @@ fn state_machine_assembles_real_publishes() {
             ..
         }
     )));
+}
+
+/// Every command a real client sent on a channel reaches the caller, in order, with its
+/// content complete: the state machine's commands are exactly tshark's channel methods (less
+/// the channel lifecycle, which the state machine answers itself).
+#[test]
+fn state_machine_hands_up_exactly_the_commands_real_clients_sent() {
+    for name in [
+        "handshake_plain",
+        "handshake_amqplain",
+        "publish_consume",
+        "connection_blocked",
+        "update_secret",
+    ] {
+        let expected: Vec<(u16, u16, u16)> = rows(name, "c2s")
+            .into_iter()
+            .filter_map(|r| match r {
+                Row::Method {
+                    channel,
+                    class_id,
+                    method_id,
+                    ..
+                } if channel != 0
+                    && !matches!((class_id, method_id), (20, 10) | (20, 40) | (20, 41)) =>
+                {
+                    Some((channel, class_id, method_id))
+                }
+                _ => None,
+            })
+            .collect();
+        let (events, conn) = drive(name);
+        let ours: Vec<(u16, u16, u16)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Command {
+                    channel,
+                    method,
+                    content,
+                } => {
+                    assert_eq!(
+                        method.has_content(),
+                        content.is_some(),
+                        "{name}: {method:?}"
+                    );
+                    if let Some(c) = content {
+                        assert_eq!(
+                            c.body.len() as u64,
+                            c.header.body_size,
+                            "{name}: body assembled"
+                        );
+                    }
+                    Some((*channel, method.class_id(), method.method_id()))
+                }
+                _ => None,
+            })
+            .collect();
+        if matches!(name, "publish_consume" | "connection_blocked") {
+            assert!(!expected.is_empty(), "{name}: no commands in the capture");
+        }
+        assert_eq!(ours, expected, "{name}");
+        assert!(
+            conn.is_finished(),
+            "{name}: the client's close was answered"
+        );
+    }
 }

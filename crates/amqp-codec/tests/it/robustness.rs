@@ -1110,7 +1110,7 @@ fn pump(conn: &mut ServerConnection, now: Instant, tally: &mut Tally, closed: &m
             }
             match event {
                 Event::Authenticate { .. } => {
-                    conn.accept_login();
+                    conn.accept_login(now);
                     // Frames pipelined behind start-ok waited in the buffer.
                     again = true;
                 }
