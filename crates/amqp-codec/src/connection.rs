@@ -623,7 +623,7 @@ impl ServerConnection {
         if self.deadline.is_some_and(|d| now >= d) {
             self.deadline = None;
             match self.state {
-                State::CloseSent | State::SilentClose => self.state = State::Finished,
+                State::CloseSent | State::SilentClose => self.end(),
                 State::Open | State::Finished => {}
                 _ => return self.finish(CloseReason::HandshakeTimeout),
             }
@@ -829,20 +829,17 @@ impl ServerConnection {
         self.stop(CloseReason::ByServer(exception));
     }
 
-    /// Finishes at once.
+    /// Stops and finishes at once (from a phase that had not stopped yet).
     fn finish(&mut self, reason: CloseReason) {
-        let was_stopped = matches!(
-            self.state,
-            State::CloseSent | State::SilentClose | State::Finished
-        );
+        self.stop(reason);
+        self.end();
+    }
+
+    /// Finishes a connection that already stopped (closing, or held silent).
+    fn end(&mut self) {
         self.state = State::Finished;
         self.deadline = None;
         self.read.clear();
-        if !was_stopped {
-            self.stop(reason);
-        } else {
-            self.heartbeat = None;
-        }
     }
 
     /// The connection stops being usable: no channels, no heartbeats, one `Closed` event.
@@ -898,7 +895,7 @@ impl ServerConnection {
             // Closing already: nothing more to say; a stream out of step ends it.
             State::CloseSent => {
                 if e.is_fatal() {
-                    self.finish(CloseReason::ByServer(e.into()));
+                    self.end();
                 }
             }
             _ if e.is_fatal() => {
@@ -938,10 +935,7 @@ impl ServerConnection {
                     method: Method::ConnectionCloseOk(_),
                 },
             ) => {
-                self.finish(CloseReason::ByServer(AmqpException::connection(
-                    ReplyCode::ReplySuccess,
-                    "closed",
-                )));
+                self.end();
             }
             (
                 State::CloseSent,

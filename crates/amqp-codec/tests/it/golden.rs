@@ -545,3 +545,56 @@ fn state_machine_hands_up_exactly_the_commands_real_clients_sent() {
         );
     }
 }
+
+/// Our `connection.start` and `connection.tune` carry what RabbitMQ's carried in the capture:
+/// the same mechanisms, the same `server-properties` keys in the same order, the same
+/// capabilities (all true, same order) and the same tuning defaults.
+#[test]
+fn start_and_tune_are_rabbitmqs() {
+    let (theirs, _) = check_direction("handshake_plain", "s2c");
+    let (mut start, mut tune) = (None, None);
+    for f in theirs {
+        match f {
+            Frame::Method {
+                method: Method::ConnectionStart(m),
+                ..
+            } => start = Some(m),
+            Frame::Method {
+                method: Method::ConnectionTune(m),
+                ..
+            } => tune = Some(m),
+            _ => {}
+        }
+    }
+    let (start, tune) = (
+        start.expect("RabbitMQ's start"),
+        tune.expect("RabbitMQ's tune"),
+    );
+    let config = ServerConfig::default();
+    let mechanisms: Vec<&str> = config.mechanisms.iter().map(|m| m.name()).collect();
+    assert_eq!(
+        start.mechanisms.as_str(),
+        Some(mechanisms.join(" ").as_str())
+    );
+    let keys = |t: &warren_amqp_codec::FieldTable| {
+        t.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys(&config.server_properties),
+        keys(&start.server_properties)
+    );
+    let capabilities = |t: &warren_amqp_codec::FieldTable| {
+        t.get("capabilities").and_then(|v| v.as_table()).map(|c| {
+            c.iter()
+                .map(|(k, v)| (k.to_string(), v.as_bool()))
+                .collect::<Vec<_>>()
+        })
+    };
+    let rabbit = capabilities(&start.server_properties).expect("RabbitMQ's capabilities");
+    assert!(rabbit.iter().all(|(_, v)| *v == Some(true)));
+    assert_eq!(capabilities(&config.server_properties), Some(rabbit));
+    assert_eq!(
+        (tune.channel_max, tune.frame_max, tune.heartbeat),
+        (config.channel_max, config.frame_max, config.heartbeat)
+    );
+}

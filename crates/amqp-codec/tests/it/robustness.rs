@@ -1395,14 +1395,7 @@ fn nesting_deeper_than_the_limit_is_a_syntax_error_not_a_stack_overflow() {
     assert_eq!(e.reply_code(), ReplyCode::FrameError);
 
     let mut stream = frame::PROTOCOL_HEADER.to_vec();
-    let mut start_ok = BytesMut::new();
-    frame::encode_method(&mut start_ok, 0, &ConnectionStartOk::default().into());
-    let mut start_ok = start_ok.to_vec();
-    // client-properties is the first argument: replace its empty table.
-    start_ok.splice(11..15, (deep.len() as u32).to_be_bytes());
-    start_ok.splice(15..15, deep.iter().copied());
-    fix_framing(&mut start_ok);
-    stream.extend(start_ok);
+    stream.extend(start_ok_with_client_properties(&deep));
     let now = Instant::now();
     let config = ServerConfig {
         frame_max: 0,
@@ -1419,12 +1412,7 @@ fn nesting_deeper_than_the_limit_is_a_syntax_error_not_a_stack_overflow() {
     }
     // Within the pre-tune frame limit the nesting itself is what is refused.
     let deep = nested_entries(600, &mut rng, b"F");
-    let mut start_ok = BytesMut::new();
-    frame::encode_method(&mut start_ok, 0, &ConnectionStartOk::default().into());
-    let mut start_ok = start_ok.to_vec();
-    start_ok.splice(11..15, (deep.len() as u32).to_be_bytes());
-    start_ok.splice(15..15, deep.iter().copied());
-    fix_framing(&mut start_ok);
+    let start_ok = start_ok_with_client_properties(&deep);
     let mut conn = ServerConnection::new(ServerConfig::default(), now);
     conn.read_buffer()
         .extend_from_slice(&frame::PROTOCOL_HEADER);
@@ -1440,6 +1428,18 @@ fn nesting_deeper_than_the_limit_is_a_syntax_error_not_a_stack_overflow() {
         ),
         other => panic!("{other:?}"),
     }
+}
+
+/// A `connection.start-ok` frame whose client-properties table holds `entries` (raw octets).
+fn start_ok_with_client_properties(entries: &[u8]) -> Vec<u8> {
+    let mut start_ok = BytesMut::new();
+    frame::encode_method(&mut start_ok, 0, &ConnectionStartOk::default().into());
+    let mut start_ok = start_ok.to_vec();
+    // client-properties is the first argument: replace its empty table.
+    start_ok.splice(11..15, (entries.len() as u32).to_be_bytes());
+    start_ok.splice(15..15, entries.iter().copied());
+    fix_framing(&mut start_ok);
+    start_ok
 }
 
 #[test]
