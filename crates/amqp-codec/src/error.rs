@@ -164,15 +164,16 @@ pub(crate) fn snippet_label(payload_len: usize) -> &'static str {
 }
 
 /// Octets printed the way Erlang's `~p` prints a binary, as RabbitMQ's reply texts show them:
-/// `<<"text">>` when every octet is printable, `<<1,2,3>>` otherwise.
-pub(crate) struct ErlangBinary<'a> {
+/// `<<"text">>` when every octet is printable, `<<1,2,3>>` otherwise. Other crates use it so
+/// that their reply texts print octets exactly as RabbitMQ's do.
+pub struct ErlangBinary<'a> {
     octets: &'a [u8],
     numbers_only: bool,
 }
 
 impl<'a> ErlangBinary<'a> {
     /// As `~p` prints it.
-    pub(crate) fn new(octets: &'a [u8]) -> Self {
+    pub fn new(octets: &'a [u8]) -> Self {
         Self {
             octets,
             numbers_only: false,
@@ -180,7 +181,7 @@ impl<'a> ErlangBinary<'a> {
     }
 
     /// As `~w` prints it: always numbers.
-    pub(crate) fn numbers(octets: &'a [u8]) -> Self {
+    pub fn numbers(octets: &'a [u8]) -> Self {
         Self {
             octets,
             numbers_only: true,

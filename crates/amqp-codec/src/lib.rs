@@ -50,7 +50,7 @@ mod strings;
 pub mod table;
 mod wire;
 
-pub use error::{AmqpException, CodecError, Scope};
+pub use error::{AmqpException, CodecError, ErlangBinary, Scope};
 pub use frame::{ContentHeader, Frame};
 pub use generated::*;
 pub use strings::{LongStr, ShortStr};

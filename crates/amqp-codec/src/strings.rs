@@ -89,6 +89,20 @@ macro_rules! string_type {
             }
         }
 
+        /// Lets maps keyed by this type be searched with plain octets; hashes agree because
+        /// the octets are all that is hashed.
+        impl std::borrow::Borrow<[u8]> for $name {
+            fn borrow(&self) -> &[u8] {
+                &self.0
+            }
+        }
+
+        impl AsRef<[u8]> for $name {
+            fn as_ref(&self) -> &[u8] {
+                &self.0
+            }
+        }
+
         impl From<$name> for Bytes {
             fn from(s: $name) -> Bytes {
                 s.0
