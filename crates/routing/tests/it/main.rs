@@ -1,1 +1,3 @@
-//! Integration tests for warren-routing.
+//! Integration tests for warren-routing: one binary, one module per area.
+
+mod topology;
