@@ -44,6 +44,9 @@ pub mod hash;
 pub mod kinds;
 mod topology;
 
+/// The codec crate, whose types (properties, field tables, strings) this crate's API uses:
+/// re-exported so that a program using only routing needs no second dependency.
+pub use warren_amqp_codec as codec;
 pub use error::RoutingError;
 pub use exchange::{
     BindingRef, Destination, ExchangeId, ExchangeType, QueueId, Registry, RouteMessage, Router,
