@@ -642,3 +642,20 @@ fn ids_are_reused_and_stay_consistent() {
     assert_eq!(t.queue_count(), 0);
     assert_eq!(t.binding_count(), 0);
 }
+
+#[test]
+fn direct_exchange_with_the_empty_key() {
+    let mut t = topo();
+    exchange(&mut t, "D", "direct");
+    let q = queue(&mut t, "q");
+    let q2 = queue(&mut t, "q2");
+    t.bind(&BindingSpec::queue("D", "q", "")).unwrap();
+    t.bind(&BindingSpec::queue("D", "q2", "k")).unwrap();
+    assert_eq!(route(&t, "D", "", &props()), vec![q]);
+    assert_eq!(route(&t, "D", "k", &props()), vec![q2]);
+    let cc = args(&[("CC", FieldValue::Array(FieldArray(vec![longstr("")])))]);
+    assert_eq!(route(&t, "D", "k", &with_headers(cc)), vec![q, q2]);
+    assert_eq!(t.unbind(&BindingSpec::queue("D", "q", "")).unwrap().bindings, 1);
+    assert!(route(&t, "D", "", &props()).is_empty());
+    assert_eq!(t.router(t.exchange_id(b"D").unwrap()).unwrap().len(), 1);
+}
