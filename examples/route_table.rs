@@ -79,7 +79,9 @@ fn name(s: &str) -> ShortStr {
 fn table(pairs: &[&str]) -> Result<FieldTable, String> {
     let mut t = FieldTable::new();
     for p in pairs {
-        let (k, v) = p.split_once('=').ok_or(format!("expected key=value, got {p}"))?;
+        let (k, v) = p
+            .split_once('=')
+            .ok_or(format!("expected key=value, got {p}"))?;
         let value = if k == "CC" || k == "BCC" {
             FieldValue::Array(FieldArray(
                 v.split(',')
@@ -107,9 +109,10 @@ fn step(t: &mut Topology, w: &[&str], routed: &mut Routed) -> Result<Option<Stri
                     "internal" => spec.internal = true,
                     "auto-delete" => spec.auto_delete = true,
                     f => match f.strip_prefix("ae=") {
-                        Some(ae) => spec
-                            .arguments
-                            .insert("alternate-exchange", FieldValue::LongStr(ae.to_owned().into())),
+                        Some(ae) => spec.arguments.insert(
+                            "alternate-exchange",
+                            FieldValue::LongStr(ae.to_owned().into()),
+                        ),
                         None => return Err(format!("unknown flag {f}")),
                     },
                 }
@@ -121,7 +124,13 @@ fn step(t: &mut Topology, w: &[&str], routed: &mut Routed) -> Result<Option<Stri
             t.declare_queue(&name(q));
             Ok(None)
         }
-        [op @ ("bind" | "bind-exchange" | "unbind"), s, d, key, args @ ..] => {
+        [
+            op @ ("bind" | "bind-exchange" | "unbind"),
+            s,
+            d,
+            key,
+            args @ ..,
+        ] => {
             let spec = match *op {
                 "bind-exchange" => BindingSpec::exchange(name(s), name(d), name(key)),
                 _ => BindingSpec::queue(name(s), name(d), name(key)),

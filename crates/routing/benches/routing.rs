@@ -96,7 +96,12 @@ fn report_memory() {
 
 fn topic(c: &mut Criterion) {
     let mut g = c.benchmark_group("topic_route");
-    for (n, literal_first) in [(10usize, true), (1_000, true), (100_000, true), (100_000, false)] {
+    for (n, literal_first) in [
+        (10usize, true),
+        (1_000, true),
+        (100_000, true),
+        (100_000, false),
+    ] {
         let t = topic_topology(n, literal_first, true);
         let mut rng = Rng(42);
         let keys: Vec<String> = (0..1024).map(|_| key(&mut rng)).collect();
@@ -131,12 +136,17 @@ fn topic(c: &mut Criterion) {
 
 fn direct(c: &mut Criterion) {
     let mut t = Topology::new("/", 1);
-    t.declare_exchange(ExchangeSpec::new("d", "direct")).unwrap();
+    t.declare_exchange(ExchangeSpec::new("d", "direct"))
+        .unwrap();
     for i in 0..100_000 {
         let q = ShortStr::from(format!("q{i}"));
         t.declare_queue(&q);
-        t.bind(&BindingSpec::queue("d", q, ShortStr::from(format!("key.{i}"))))
-            .unwrap();
+        t.bind(&BindingSpec::queue(
+            "d",
+            q,
+            ShortStr::from(format!("key.{i}")),
+        ))
+        .unwrap();
     }
     let props = BasicProperties::default();
     let mut out = Routed::new();
@@ -164,7 +174,8 @@ fn direct(c: &mut Criterion) {
 
 fn headers(c: &mut Criterion) {
     let mut t = Topology::new("/", 1);
-    t.declare_exchange(ExchangeSpec::new("h", "headers")).unwrap();
+    t.declare_exchange(ExchangeSpec::new("h", "headers"))
+        .unwrap();
     let mut rng = Rng(7);
     for i in 0..100 {
         let q = ShortStr::from(format!("q{i}"));
@@ -174,8 +185,14 @@ fn headers(c: &mut Criterion) {
             "x-match",
             FieldValue::LongStr(if i % 2 == 0 { "all" } else { "any" }.into()),
         );
-        args.insert("format", FieldValue::LongStr(format!("f{}", rng.below(5)).into()));
-        args.insert("type", FieldValue::LongStr(format!("t{}", rng.below(10)).into()));
+        args.insert(
+            "format",
+            FieldValue::LongStr(format!("f{}", rng.below(5)).into()),
+        );
+        args.insert(
+            "type",
+            FieldValue::LongStr(format!("t{}", rng.below(10)).into()),
+        );
         args.insert("level", FieldValue::I32(rng.below(3) as i32));
         t.bind(&BindingSpec::queue("h", q, "").with_arguments(args))
             .unwrap();
@@ -204,7 +221,8 @@ fn headers(c: &mut Criterion) {
 
 fn fanout(c: &mut Criterion) {
     let mut t = Topology::new("/", 1);
-    t.declare_exchange(ExchangeSpec::new("f", "fanout")).unwrap();
+    t.declare_exchange(ExchangeSpec::new("f", "fanout"))
+        .unwrap();
     for i in 0..1000 {
         let q = ShortStr::from(format!("q{i}"));
         t.declare_queue(&q);

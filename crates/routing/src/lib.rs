@@ -44,9 +44,6 @@ pub mod hash;
 pub mod kinds;
 mod topology;
 
-/// The codec crate, whose types (properties, field tables, strings) this crate's API uses:
-/// re-exported so that a program using only routing needs no second dependency.
-pub use warren_amqp_codec as codec;
 pub use error::RoutingError;
 pub use exchange::{
     BindingRef, Destination, ExchangeId, ExchangeType, QueueId, Registry, RouteMessage, Router,
@@ -55,6 +52,9 @@ pub use topology::{
     ALTERNATE_EXCHANGE, BindingSpec, Declared, DestinationName, ExchangeSpec, REPLY_TO_PREFIX,
     Removal, Routed, Topology, strip_cr_lf,
 };
+/// The codec crate, whose types (properties, field tables, strings) this crate's API uses:
+/// re-exported so that a program using only routing needs no second dependency.
+pub use warren_amqp_codec as codec;
 
 pub(crate) use topology::args_identical;
 

@@ -470,7 +470,10 @@ impl Topology {
         // The default exchange without a table lookup: the most common publish target, and
         // comparing empty slices through memcmp costs ~100 ns on some CPUs (docs/benchmarks.md).
         if name.is_empty() {
-            return self.exchanges.get(self.default_exchange.0).map(|_| self.default_exchange);
+            return self
+                .exchanges
+                .get(self.default_exchange.0)
+                .map(|_| self.default_exchange);
         }
         self.exchange_names.get(name).copied()
     }
@@ -578,7 +581,8 @@ impl Topology {
     /// The queue called `name` (after CR/LF stripping), or 404.
     pub fn check_queue(&self, name: &ShortStr) -> Result<QueueId, RoutingError> {
         let name = strip_cr_lf(name);
-        self.queue_id(name.as_bytes()).ok_or_else(|| self.no_queue(&name))
+        self.queue_id(name.as_bytes())
+            .ok_or_else(|| self.no_queue(&name))
     }
 
     /// The queue called `name`, if it exists.
@@ -639,7 +643,8 @@ impl Topology {
         let Some(x) = self.exchanges.get(source.0) else {
             return Err(self.no_exchange(&spec.source));
         };
-        x.kind.validate_binding(spec.key.as_bytes(), &spec.arguments)?;
+        x.kind
+            .validate_binding(spec.key.as_bytes(), &spec.arguments)?;
         let arguments = sorted(&spec.arguments);
         let hash = self.binding_hash(source, destination, spec.key.as_bytes());
         if self
@@ -707,7 +712,9 @@ impl Topology {
     /// Every binding, by names, in no particular order (the default exchange's implicit
     /// bindings are not listed).
     pub fn bindings(&self) -> impl Iterator<Item = BindingSpec> + '_ {
-        self.bindings.iter().filter_map(|(id, _)| self.binding_spec(id))
+        self.bindings
+            .iter()
+            .filter_map(|(id, _)| self.binding_spec(id))
     }
 
     /// Bindings whose destination is queue `id`.
@@ -762,7 +769,9 @@ impl Topology {
                 }
                 self.exchange_id(x.as_bytes()).map(Destination::Exchange)
             }
-            DestinationName::Queue(q) => self.queue_id(strip_cr_lf(q).as_bytes()).map(Destination::Queue),
+            DestinationName::Queue(q) => self
+                .queue_id(strip_cr_lf(q).as_bytes())
+                .map(Destination::Queue),
         };
         if source.is_empty() {
             return Err(RoutingError::DefaultExchange);
@@ -802,7 +811,12 @@ impl Topology {
 
     /// Unlinks and drops binding `id`; `unroute` also takes it out of the source's router
     /// (not needed when the source itself is going). Returns the source.
-    fn remove_binding(&mut self, id: u32, unroute: bool, removal: &mut Removal) -> Option<ExchangeId> {
+    fn remove_binding(
+        &mut self,
+        id: u32,
+        unroute: bool,
+        removal: &mut Removal,
+    ) -> Option<ExchangeId> {
         self.unlink(id);
         let b = self.bindings.remove(id)?;
         let hash = self.binding_hash(b.source, b.destination, b.key.as_bytes());
@@ -1105,8 +1119,7 @@ fn own_table(t: &FieldTable) -> FieldTable {
 /// same order, same types, same values (floats by bits, so that a NaN binding can be removed).
 pub(crate) fn args_identical(a: &FieldTable, b: &FieldTable) -> bool {
     a.len() == b.len()
-        && a
-            .iter()
+        && a.iter()
             .zip(b.iter())
             .all(|((k1, v1), (k2, v2))| k1 == k2 && values_identical(v1, v2))
 }

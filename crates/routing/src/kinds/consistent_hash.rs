@@ -35,9 +35,9 @@ fn hash_on(arguments: &FieldTable) -> Result<HashOn, Why> {
     let header = arguments.get("hash-header");
     let property = arguments.get("hash-property");
     match (header, property) {
-        (Some(_), Some(_)) => {
-            Err(Why::Text("hash-header and hash-property are mutually exclusive".to_owned()))
-        }
+        (Some(_), Some(_)) => Err(Why::Text(
+            "hash-header and hash-property are mutually exclusive".to_owned(),
+        )),
         (Some(FieldValue::LongStr(h)), None) => Ok(HashOn::Header(h.as_bytes().to_vec())),
         (Some(_), None) => Err(Why::NotString("hash-header")),
         (None, Some(FieldValue::LongStr(p))) => match p.as_bytes() {
@@ -57,7 +57,10 @@ fn hash_on(arguments: &FieldTable) -> Result<HashOn, Why> {
 /// Parses a weight as Erlang's `list_to_integer` would (optional sign, digits, no bound),
 /// then requires it to be positive.
 fn weight(key: &[u8]) -> Result<u64, RoutingError> {
-    let digits = key.strip_prefix(b"+").or_else(|| key.strip_prefix(b"-")).unwrap_or(key);
+    let digits = key
+        .strip_prefix(b"+")
+        .or_else(|| key.strip_prefix(b"-"))
+        .unwrap_or(key);
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return Err(RoutingError::InvalidBinding(format!(
             "The binding key must be an integer: {}",
@@ -142,7 +145,10 @@ impl HashRing {
             }
             HashOn::Header(name) => {
                 let headers = p.headers.as_ref()?;
-                let v = headers.iter().find(|(k, _)| k.as_bytes() == name.as_slice())?.1;
+                let v = headers
+                    .iter()
+                    .find(|(k, _)| k.as_bytes() == name.as_slice())?
+                    .1;
                 match v {
                     FieldValue::LongStr(s) => s.as_bytes(),
                     FieldValue::Bytes(b) => b,
@@ -197,7 +203,9 @@ impl Router for HashRing {
         let mut scratch = BytesMut::new();
         // A message without the header or property hashes as the empty value: every such
         // message goes to the same destination.
-        let h = self.value(m, &mut scratch).unwrap_or_else(|| stable_hash(b""));
+        let h = self
+            .value(m, &mut scratch)
+            .unwrap_or_else(|| stable_hash(b""));
         let bucket = jump_consistent_hash(h, total);
         let i = self.cumulative.partition_point(|&c| c <= bucket);
         if let Some((d, _, _)) = self.bindings.get(i) {

@@ -180,8 +180,11 @@ struct HeadersRouter {
 
 impl Router for HeadersRouter {
     fn bind(&mut self, b: BindingRef<'_>) {
-        self.bindings
-            .push((b.destination, b.arguments.clone(), Pattern::new(b.arguments)));
+        self.bindings.push((
+            b.destination,
+            b.arguments.clone(),
+            Pattern::new(b.arguments),
+        ));
     }
 
     fn unbind(&mut self, b: BindingRef<'_>) {
@@ -265,9 +268,10 @@ pub(crate) fn loose_eq(a: &FieldValue, b: &FieldValue) -> bool {
         }
         (Term::Array(x), Term::Array(y)) => {
             x.0.len() == y.0.len()
-                && x.0.iter().zip(y.0.iter()).all(|(v1, v2)| {
-                    v1.type_code() == v2.type_code() && loose_eq(v1, v2)
-                })
+                && x.0
+                    .iter()
+                    .zip(y.0.iter())
+                    .all(|(v1, v2)| v1.type_code() == v2.type_code() && loose_eq(v1, v2))
         }
         // Both decode to the empty list.
         (Term::Table(t), Term::Array(a)) | (Term::Array(a), Term::Table(t)) => {

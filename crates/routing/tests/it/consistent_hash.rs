@@ -31,8 +31,12 @@ fn ring_seeded(arguments: FieldTable, queues: usize, seed: u64) -> (Topology, Ve
 
 fn bind(t: &mut Topology, queue: &str, weight: &'static str) {
     assert!(
-        t.bind(&BindingSpec::queue("c", ShortStr::from(queue.to_owned()), weight))
-            .expect("bind"),
+        t.bind(&BindingSpec::queue(
+            "c",
+            ShortStr::from(queue.to_owned()),
+            weight
+        ))
+        .expect("bind"),
         "{queue} {weight} is a new binding"
     );
 }
@@ -67,10 +71,15 @@ fn keys(n: usize) -> impl Iterator<Item = String> {
 
 /// Asserts that `got` is within ±15% of `expected`.
 fn near(got: usize, expected: usize, what: &str) {
-    let (lo, hi) = (expected * 85 / 100, expected * 115 / 100);
+    near_pct(got, expected, 15, what);
+}
+
+/// Asserts that `got` is within ±`pct`% of `expected`.
+fn near_pct(got: usize, expected: usize, pct: usize, what: &str) {
+    let (lo, hi) = (expected * (100 - pct) / 100, expected * (100 + pct) / 100);
     assert!(
         (lo..=hi).contains(&got),
-        "{what}: {got}, expected {expected} ± 15%"
+        "{what}: {got}, expected {expected} ± {pct}%"
     );
 }
 
@@ -173,7 +182,10 @@ fn only_three_properties_can_be_hashed() {
     ] {
         let mut t = Topology::new("/", 1);
         let mut spec = ExchangeSpec::new("c", CH);
-        spec.arguments = args(vec![("hash-property", FieldValue::from(property.to_owned()))]);
+        spec.arguments = args(vec![(
+            "hash-property",
+            FieldValue::from(property.to_owned()),
+        )]);
         let e = t.declare_exchange(spec).expect_err(property);
         assert_precondition(&e, &format!("Unsupported property: {property}"));
         assert!(t.exchange_id(b"c").is_none());
@@ -197,7 +209,8 @@ fn any_hash_header_string_is_accepted() {
 }
 
 /// RabbitMQ crashes the connection (541 INTERNAL_ERROR) on a non-string `hash-header` or
-/// `hash-property`; we only require that the declaration is refused and nothing is created.
+/// `hash-property`; we refuse the declaration with a 406 that says why (a deliberate
+/// deviation, docs/deviations.md), and nothing is created.
 #[test]
 fn non_string_hash_arguments_are_refused() {
     for arg in ["hash-header", "hash-property"] {
@@ -205,7 +218,10 @@ fn non_string_hash_arguments_are_refused() {
         let mut spec = ExchangeSpec::new("c", CH);
         spec.arguments = args(vec![(arg, FieldValue::I32(5))]);
         let e = t.declare_exchange(spec).expect_err(arg);
-        assert_ne!(e.reply_code(), ReplyCode::ReplySuccess);
+        assert_precondition(
+            &e,
+            &format!("invalid type for arg '{arg}' in exchange 'c' in vhost '/': expected longstr"),
+        );
         assert!(t.exchange_id(b"c").is_none());
     }
 }
@@ -288,7 +304,10 @@ fn adding_a_binding_moves_keys_only_to_it() {
     let mut moved = 0;
     for (k, (b, a)) in keys(3000).zip(before.iter().zip(&after)) {
         if a != b {
-            assert_eq!(*a, ids[2], "{k} moved from {b:?} to {a:?}, not to the new queue");
+            assert_eq!(
+                *a, ids[2],
+                "{k} moved from {b:?} to {a:?}, not to the new queue"
+            );
             moved += 1;
         }
     }
@@ -299,7 +318,10 @@ fn adding_a_binding_moves_keys_only_to_it() {
     let mut moved = 0;
     for (k, (b, a)) in keys(3000).zip(after.iter().zip(&last)) {
         if a != b {
-            assert_eq!(*a, ids[3], "{k} moved from {b:?} to {a:?}, not to the new queue");
+            assert_eq!(
+                *a, ids[3],
+                "{k} moved from {b:?} to {a:?}, not to the new queue"
+            );
             moved += 1;
         }
     }
@@ -328,7 +350,11 @@ fn hash_header() {
             fixed,
             "{k}, other header"
         );
-        assert_eq!(route_one(&t, &k, &with(vec![])), fixed, "{k}, empty headers");
+        assert_eq!(
+            route_one(&t, &k, &with(vec![])),
+            fixed,
+            "{k}, empty headers"
+        );
     }
 
     // With the header the value decides, the routing key does not.
@@ -340,7 +366,11 @@ fn hash_header() {
         *counts.entry(q).or_insert(0usize) += 1;
     }
     for id in &ids {
-        near(counts.get(id).copied().unwrap_or(0), 500, "hash-header 1:1:1");
+        near(
+            counts.get(id).copied().unwrap_or(0),
+            500,
+            "hash-header 1:1:1",
+        );
     }
 }
 
@@ -352,7 +382,11 @@ fn property_spread(property: &'static str, set: impl Fn(usize) -> BasicPropertie
     // Absent: one fixed queue whatever the routing key.
     let fixed = route_one(&t, "key-0", &no_props());
     for k in keys(100) {
-        assert_eq!(route_one(&t, &k, &no_props()), fixed, "{property} absent, {k}");
+        assert_eq!(
+            route_one(&t, &k, &no_props()),
+            fixed,
+            "{property} absent, {k}"
+        );
     }
 
     // Present: the property decides, the routing key does not, and the spread follows the
@@ -361,7 +395,11 @@ fn property_spread(property: &'static str, set: impl Fn(usize) -> BasicPropertie
     for i in 0..2000 {
         let p = set(i);
         let q = route_one(&t, "same", &p);
-        assert_eq!(route_one(&t, &format!("other-{i}"), &p), q, "{property} {i}");
+        assert_eq!(
+            route_one(&t, &format!("other-{i}"), &p),
+            q,
+            "{property} {i}"
+        );
         assert_eq!(route_one(&t, "same", &p), q, "{property} {i}");
         *counts.entry(q).or_insert(0usize) += 1;
     }
@@ -417,25 +455,38 @@ fn other_properties_are_ignored() {
     }
 }
 
-/// RabbitMQ: "If one queue is bound twice with different keys, only the first binding's weight
-/// counts (q bound "3" then "1", q2 "1" -> 1510/490)".
+/// A queue bound twice owns the buckets of both bindings. RabbitMQ's plugin counts only the
+/// first binding's weight (3.10.8: "3" then "1" against "1" gave 1510/490); ours is a
+/// documented deviation (docs/deviations.md): every binding contributes its weight.
 #[test]
-fn a_queue_bound_twice_keeps_its_first_weight() {
+fn a_queue_bound_twice_owns_both_weights() {
     let (mut t, ids) = ring(FieldTable::new(), 2);
     bind(&mut t, "q0", "3");
     bind(&mut t, "q0", "1");
     bind(&mut t, "q1", "1");
     assert_eq!(t.binding_count(), 3);
-    let counts = spread(&t, keys(2000));
-    near(counts.get(&ids[0]).copied().unwrap_or(0), 1500, "q0 bound with 3 then 1");
-    near(counts.get(&ids[1]).copied().unwrap_or(0), 500, "q1 bound with 1");
+    // 8000 keys, each count within a few percent: 4:1 (6400/1600) must be told apart from
+    // RabbitMQ's 3:1 (6000/2000).
+    let counts = spread(&t, keys(8000));
+    near_pct(
+        counts.get(&ids[0]).copied().unwrap_or(0),
+        6400,
+        4,
+        "q0 bound with 3 and 1",
+    );
+    near_pct(
+        counts.get(&ids[1]).copied().unwrap_or(0),
+        1600,
+        12,
+        "q1 bound with 1",
+    );
 }
 
-/// RabbitMQ: "Unbinding *either* of q's bindings removes q from the ring completely
-/// (afterwards 0/2000, even though q still has its "3" binding)".
+/// Unbinding one of a queue's two bindings removes only that binding's buckets (RabbitMQ's
+/// plugin takes the queue off the ring entirely; see docs/deviations.md).
 #[test]
-fn unbinding_either_binding_of_a_queue_removes_it_from_the_ring() {
-    for removed in ["1", "3"] {
+fn unbinding_one_binding_of_a_queue_keeps_the_other() {
+    for (removed, q0_share) in [("1", 1500), ("3", 1000)] {
         let (mut t, ids) = ring(FieldTable::new(), 2);
         bind(&mut t, "q0", "3");
         bind(&mut t, "q0", "1");
@@ -444,14 +495,15 @@ fn unbinding_either_binding_of_a_queue_removes_it_from_the_ring() {
             .unbind(&BindingSpec::queue("c", "q0", removed))
             .expect("unbind");
         assert_eq!(removal.bindings, 1);
-        assert_eq!(t.binding_count(), 2, "the other binding of q0 is still listed");
-        let counts = spread(&t, keys(2000));
         assert_eq!(
-            counts.get(&ids[0]).copied().unwrap_or(0),
-            0,
-            "q0 after unbinding its {removed:?} binding"
+            t.binding_count(),
+            2,
+            "the other binding of q0 is still listed"
         );
-        assert_eq!(counts.get(&ids[1]).copied().unwrap_or(0), 2000);
+        let counts = spread(&t, keys(2000));
+        let q0 = counts.get(&ids[0]).copied().unwrap_or(0);
+        near_pct(q0, q0_share, 12, &format!("q0 after unbinding {removed:?}"));
+        assert_eq!(counts.get(&ids[1]).copied().unwrap_or(0), 2000 - q0);
     }
 }
 
@@ -463,16 +515,21 @@ fn unbinding_shrinks_the_ring() {
     bind(&mut t, "q0", "1");
     bind(&mut t, "q1", "1");
     bind(&mut t, "q2", "2");
-    t.unbind(&BindingSpec::queue("c", "q2", "2")).expect("unbind");
+    t.unbind(&BindingSpec::queue("c", "q2", "2"))
+        .expect("unbind");
     let counts = spread(&t, keys(2000));
     assert_eq!(counts.get(&ids[2]), None);
     near(counts.get(&ids[0]).copied().unwrap_or(0), 1000, "q0");
     near(counts.get(&ids[1]).copied().unwrap_or(0), 1000, "q1");
     // Unbinding with a different weight removes nothing.
-    let removal = t.unbind(&BindingSpec::queue("c", "q0", "2")).expect("unbind");
+    let removal = t
+        .unbind(&BindingSpec::queue("c", "q0", "2"))
+        .expect("unbind");
     assert_eq!(removal.bindings, 0);
-    t.unbind(&BindingSpec::queue("c", "q0", "1")).expect("unbind");
-    t.unbind(&BindingSpec::queue("c", "q1", "1")).expect("unbind");
+    t.unbind(&BindingSpec::queue("c", "q0", "1"))
+        .expect("unbind");
+    t.unbind(&BindingSpec::queue("c", "q1", "1"))
+        .expect("unbind");
     let mut out = Routed::new();
     t.route(b"c", b"k", &no_props(), &mut out).expect("route");
     assert!(out.is_unroutable());

@@ -93,8 +93,14 @@ fn all_needs_every_argument_and_any_one() {
     for a in [&all, &implicit_all] {
         assert!(!matches(a, vec![("a", I32(1))]));
         assert!(matches(a, vec![("a", I32(1)), ("b", I32(2))]));
-        assert!(matches(a, vec![("b", I32(2)), ("a", I32(1))]), "header order");
-        assert!(matches(a, vec![("c", I32(0)), ("b", I32(2)), ("a", I32(1))]));
+        assert!(
+            matches(a, vec![("b", I32(2)), ("a", I32(1))]),
+            "header order"
+        );
+        assert!(matches(
+            a,
+            vec![("c", I32(0)), ("b", I32(2)), ("a", I32(1))]
+        ));
         assert!(!matches(a, vec![("a", I32(1)), ("b", I32(3))]));
         assert!(!headers_match(a, None));
     }
@@ -143,8 +149,14 @@ fn void_means_present() {
 fn a_void_header_equals_nothing_but_void_presence() {
     // S"" vs void -> no match, both ways.
     assert!(!matches(&args(None, vec![("a", s(""))]), vec![("a", Void)]));
-    assert!(!matches(&args(None, vec![("a", I32(0))]), vec![("a", Void)]));
-    assert!(!matches(&args(None, vec![("a", Bool(false))]), vec![("a", Void)]));
+    assert!(!matches(
+        &args(None, vec![("a", I32(0))]),
+        vec![("a", Void)]
+    ));
+    assert!(!matches(
+        &args(None, vec![("a", Bool(false))]),
+        vec![("a", Void)]
+    ));
 }
 
 // ---- scalar values --------------------------------------------------------------------------
@@ -173,9 +185,18 @@ fn numbers_compare_across_types() {
         }
     }
     // d1.5 matches f1.5.
-    assert!(matches(&args(None, vec![("n", F64(1.5))]), vec![("n", F32(1.5))]));
-    assert!(matches(&args(None, vec![("n", F32(1.5))]), vec![("n", F64(1.5))]));
-    assert!(!matches(&args(None, vec![("n", F64(1.5))]), vec![("n", I32(1))]));
+    assert!(matches(
+        &args(None, vec![("n", F64(1.5))]),
+        vec![("n", F32(1.5))]
+    ));
+    assert!(matches(
+        &args(None, vec![("n", F32(1.5))]),
+        vec![("n", F64(1.5))]
+    ));
+    assert!(!matches(
+        &args(None, vec![("n", F64(1.5))]),
+        vec![("n", I32(1))]
+    ));
     // Wider integers than the test covered, by the same rule.
     assert!(matches(
         &args(None, vec![("n", I64(-7))]),
@@ -193,32 +214,80 @@ fn numbers_compare_across_types() {
 
 #[test]
 fn long_strings_equal_byte_arrays() {
-    assert!(matches(&args(None, vec![("k", s("abc"))]), vec![("k", x(b"abc"))]));
-    assert!(matches(&args(None, vec![("k", x(b"abc"))]), vec![("k", s("abc"))]));
-    assert!(matches(&args(None, vec![("k", x(b"abc"))]), vec![("k", x(b"abc"))]));
-    assert!(!matches(&args(None, vec![("k", s("abc"))]), vec![("k", x(b"abd"))]));
-    assert!(!matches(&args(None, vec![("k", s("abc"))]), vec![("k", s("ABC"))]));
+    assert!(matches(
+        &args(None, vec![("k", s("abc"))]),
+        vec![("k", x(b"abc"))]
+    ));
+    assert!(matches(
+        &args(None, vec![("k", x(b"abc"))]),
+        vec![("k", s("abc"))]
+    ));
+    assert!(matches(
+        &args(None, vec![("k", x(b"abc"))]),
+        vec![("k", x(b"abc"))]
+    ));
+    assert!(!matches(
+        &args(None, vec![("k", s("abc"))]),
+        vec![("k", x(b"abd"))]
+    ));
+    assert!(!matches(
+        &args(None, vec![("k", s("abc"))]),
+        vec![("k", s("ABC"))]
+    ));
 }
 
 #[test]
 fn strings_bools_and_numbers_differ() {
     // Bool true vs I1 -> no match; true vs true -> match; S"1" vs I1 -> no match.
-    assert!(!matches(&args(None, vec![("k", Bool(true))]), vec![("k", I32(1))]));
-    assert!(!matches(&args(None, vec![("k", I32(1))]), vec![("k", Bool(true))]));
-    assert!(!matches(&args(None, vec![("k", Bool(false))]), vec![("k", I32(0))]));
-    assert!(matches(&args(None, vec![("k", Bool(true))]), vec![("k", Bool(true))]));
-    assert!(!matches(&args(None, vec![("k", Bool(true))]), vec![("k", Bool(false))]));
-    assert!(!matches(&args(None, vec![("k", s("1"))]), vec![("k", I32(1))]));
-    assert!(!matches(&args(None, vec![("k", I32(1))]), vec![("k", s("1"))]));
-    assert!(!matches(&args(None, vec![("k", s("true"))]), vec![("k", Bool(true))]));
+    assert!(!matches(
+        &args(None, vec![("k", Bool(true))]),
+        vec![("k", I32(1))]
+    ));
+    assert!(!matches(
+        &args(None, vec![("k", I32(1))]),
+        vec![("k", Bool(true))]
+    ));
+    assert!(!matches(
+        &args(None, vec![("k", Bool(false))]),
+        vec![("k", I32(0))]
+    ));
+    assert!(matches(
+        &args(None, vec![("k", Bool(true))]),
+        vec![("k", Bool(true))]
+    ));
+    assert!(!matches(
+        &args(None, vec![("k", Bool(true))]),
+        vec![("k", Bool(false))]
+    ));
+    assert!(!matches(
+        &args(None, vec![("k", s("1"))]),
+        vec![("k", I32(1))]
+    ));
+    assert!(!matches(
+        &args(None, vec![("k", I32(1))]),
+        vec![("k", s("1"))]
+    ));
+    assert!(!matches(
+        &args(None, vec![("k", s("true"))]),
+        vec![("k", Bool(true))]
+    ));
 }
 
 #[test]
 fn decimals_compare_by_scale_and_value() {
     let d = |scale, value| FieldValue::Decimal(Decimal { scale, value });
-    assert!(matches(&args(None, vec![("k", d(2, 150))]), vec![("k", d(2, 150))]));
-    assert!(!matches(&args(None, vec![("k", d(2, 150))]), vec![("k", d(1, 15))]));
-    assert!(!matches(&args(None, vec![("k", d(0, 1))]), vec![("k", I32(1))]));
+    assert!(matches(
+        &args(None, vec![("k", d(2, 150))]),
+        vec![("k", d(2, 150))]
+    ));
+    assert!(!matches(
+        &args(None, vec![("k", d(2, 150))]),
+        vec![("k", d(1, 15))]
+    ));
+    assert!(!matches(
+        &args(None, vec![("k", d(0, 1))]),
+        vec![("k", I32(1))]
+    ));
 }
 
 // ---- nested values --------------------------------------------------------------------------
@@ -241,8 +310,16 @@ fn nested_values_compare_with_types_and_order() {
         vec![("k", arr(vec![x(b"a")]))]
     ));
     // Identical arrays match.
-    let a = arr(vec![I32(1), s("two"), arr(vec![Bool(true)]), tab(vec![("z", Void)])]);
-    assert!(matches(&args(None, vec![("k", a.clone())]), vec![("k", a.clone())]));
+    let a = arr(vec![
+        I32(1),
+        s("two"),
+        arr(vec![Bool(true)]),
+        tab(vec![("z", Void)]),
+    ]);
+    assert!(matches(
+        &args(None, vec![("k", a.clone())]),
+        vec![("k", a.clone())]
+    ));
     // Order matters inside an array.
     assert!(!matches(
         &args(None, vec![("k", arr(vec![I32(1), I32(2)]))]),
@@ -256,8 +333,14 @@ fn nested_values_compare_with_types_and_order() {
     // {x:1,y:2} vs {y:2,x:1} -> no match; identical tables match.
     let xy = tab(vec![("x", I32(1)), ("y", I32(2))]);
     let yx = tab(vec![("y", I32(2)), ("x", I32(1))]);
-    assert!(!matches(&args(None, vec![("k", xy.clone())]), vec![("k", yx)]));
-    assert!(matches(&args(None, vec![("k", xy.clone())]), vec![("k", xy)]));
+    assert!(!matches(
+        &args(None, vec![("k", xy.clone())]),
+        vec![("k", yx)]
+    ));
+    assert!(matches(
+        &args(None, vec![("k", xy.clone())]),
+        vec![("k", xy)]
+    ));
     // Types inside tables count.
     assert!(!matches(
         &args(None, vec![("k", tab(vec![("x", I32(1))]))]),
@@ -319,7 +402,11 @@ fn with_x_forms_match_x_arguments_but_never_x_match() {
 fn x_match_is_never_required() {
     // With x-match placed anywhere among the arguments, the message needs no such header.
     for kind in ["all", "all-with-x"] {
-        let a = table(vec![("a", I32(1)), ("x-match", FieldValue::from(kind)), ("z", I32(2))]);
+        let a = table(vec![
+            ("a", I32(1)),
+            ("x-match", FieldValue::from(kind)),
+            ("z", I32(2)),
+        ]);
         assert!(matches(&a, vec![("a", I32(1)), ("z", I32(2))]), "{kind}");
         assert!(!matches(&a, vec![("a", I32(1))]), "{kind}");
     }
@@ -367,18 +454,31 @@ fn publish(t: &Topology, exchange: &str, key: &str, headers: Option<FieldTable>)
 #[test]
 fn a_headers_exchange_routes_by_headers() {
     let (mut t, ids) = headers_topology(4);
-    let bind = |t: &mut Topology, q: &str, a: FieldTable| {
+    let bind = |t: &mut Topology, q: &'static str, a: FieldTable| {
         t.bind(&BindingSpec::queue("h", q, "bindkey").with_arguments(a))
             .expect("bind")
     };
-    assert!(bind(&mut t, "q0", args(Some("all"), vec![("a", I32(1)), ("b", I32(2))])));
-    assert!(bind(&mut t, "q1", args(Some("any"), vec![("a", I32(1)), ("b", I32(2))])));
+    assert!(bind(
+        &mut t,
+        "q0",
+        args(Some("all"), vec![("a", I32(1)), ("b", I32(2))])
+    ));
+    assert!(bind(
+        &mut t,
+        "q1",
+        args(Some("any"), vec![("a", I32(1)), ("b", I32(2))])
+    ));
     assert!(bind(&mut t, "q2", args(Some("all"), vec![("a", Void)])));
     assert!(bind(&mut t, "q3", FieldTable::new()));
 
     // The routing key is ignored.
     assert_eq!(
-        publish(&t, "h", "zzz", Some(table(vec![("a", F64(1.0)), ("b", I64(2))]))),
+        publish(
+            &t,
+            "h",
+            "zzz",
+            Some(table(vec![("a", F64(1.0)), ("b", I64(2))]))
+        ),
         [ids[0], ids[1], ids[2], ids[3]]
     );
     assert_eq!(
@@ -428,10 +528,7 @@ fn cc_adds_no_headers_routes() {
         .expect("bind");
     t.bind(&BindingSpec::queue("h", "q1", "k2").with_arguments(args(None, vec![("b", I32(1))])))
         .expect("bind");
-    let headers = table(vec![
-        ("a", I32(1)),
-        ("CC", arr(vec![s("k2"), s("k")])),
-    ]);
+    let headers = table(vec![("a", I32(1)), ("CC", arr(vec![s("k2"), s("k")]))]);
     assert_eq!(publish(&t, "h", "k2", Some(headers)), [ids[0]]);
 }
 

@@ -155,7 +155,11 @@ fn edge_cases_all_bound_together() {
     for &(key, pattern, expected) in EDGE_CASES {
         let i = patterns.iter().position(|p| *p == pattern).expect("bound");
         let got = route(&t, "t", key, &props());
-        assert_eq!(got.contains(&ids[i]), expected, "key {key:?} pattern {pattern:?}");
+        assert_eq!(
+            got.contains(&ids[i]),
+            expected,
+            "key {key:?} pattern {pattern:?}"
+        );
     }
 }
 
@@ -180,12 +184,32 @@ fn words_split_like_rabbitmq() {
 fn shared_prefixes() {
     let patterns = [
         "a", "a.b", "a.b.c", "a.b.c.d", "a.*", "a.*.c", "a.#", "a.#.c", "a.b.#", "a.b.*", "#",
-        "#.c", "*", "*.b", "*.b.c", "*.*", "*.#", "#.b.#", "a.#.b.#", "a..b", "a.", "", "#.#",
-        "b", "b.a", "a.c", "a.c.*", "*.*.*", "a.b.c.#", "#.a",
+        "#.c", "*", "*.b", "*.b.c", "*.*", "*.#", "#.b.#", "a.#.b.#", "a..b", "a.", "", "#.#", "b",
+        "b.a", "a.c", "a.c.*", "*.*.*", "a.b.c.#", "#.a",
     ];
     let keys = [
-        "", "a", "b", "c", "a.b", "a.c", "b.a", "a.b.c", "a.b.c.d", "a.b.c.d.e", "a.x.c", "a.",
-        "a..b", ".", "..", "x.b", "x.b.c", "a.b.b.b", "b.b", "c.c.c", "a.a.a.a", "z",
+        "",
+        "a",
+        "b",
+        "c",
+        "a.b",
+        "a.c",
+        "b.a",
+        "a.b.c",
+        "a.b.c.d",
+        "a.b.c.d.e",
+        "a.x.c",
+        "a.",
+        "a..b",
+        ".",
+        "..",
+        "x.b",
+        "x.b.c",
+        "a.b.b.b",
+        "b.b",
+        "c.c.c",
+        "a.a.a.a",
+        "z",
     ];
     let (mut t, ids) = topic_topology(patterns.len());
     let mut trie = TopicTrie::new(SeededState::new(9));
@@ -242,7 +266,12 @@ fn patterns_full_of_hashes() {
     let key_ab = format!("{}.b", vec!["a"; 199].join("."));
     let short = vec!["a"; 99].join(".");
     let a49 = vec!["a"; 49].join(".");
-    let (key_a, key_ab, short, a49) = (key_a.as_str(), key_ab.as_str(), short.as_str(), a49.as_str());
+    let (key_a, key_ab, short, a49) = (
+        key_a.as_str(),
+        key_ab.as_str(),
+        short.as_str(),
+        a49.as_str(),
+    );
 
     let cases: Vec<(String, &str, bool)> = vec![
         (hashes.clone(), key_a, true),
@@ -279,10 +308,10 @@ fn patterns_full_of_hashes() {
     // The same through a topology (keys and patterns fit in 255 octets only when short, so use
     // the 100-`#` pattern, 199 octets, and a 127-word key).
     let (mut t, ids) = topic_topology(2);
-    t.bind(&BindingSpec::queue("t", "q0", hashes.as_str()))
+    t.bind(&BindingSpec::queue("t", "q0", hashes.clone()))
         .expect("bind q0");
     let hashes_b = format!("{}.b", vec!["#"; 60].join("."));
-    t.bind(&BindingSpec::queue("t", "q1", hashes_b.as_str()))
+    t.bind(&BindingSpec::queue("t", "q1", hashes_b))
         .expect("bind q1");
     let key = vec!["a"; 127].join(".");
     assert_eq!(route(&t, "t", &key, &props()), [ids[0]]);
@@ -387,10 +416,7 @@ fn one_copy_per_queue() {
     }
     assert_eq!(route(&t, "t", "a.b", &props()), [ids[0]]);
     // The same key bound twice is one binding.
-    assert!(
-        !t.bind(&BindingSpec::queue("t", "q0", "a.b"))
-            .expect("bind")
-    );
+    assert!(!t.bind(&BindingSpec::queue("t", "q0", "a.b")).expect("bind"));
     assert_eq!(t.binding_count(), 5);
 }
 
@@ -413,7 +439,8 @@ fn cc_and_bcc_are_extra_routing_keys() {
     let (mut t, ids) = topic_topology(3);
     t.bind(&BindingSpec::queue("t", "q0", "a.*")).expect("bind");
     t.bind(&BindingSpec::queue("t", "q1", "b.#")).expect("bind");
-    t.bind(&BindingSpec::queue("t", "q2", "none")).expect("bind");
+    t.bind(&BindingSpec::queue("t", "q2", "none"))
+        .expect("bind");
 
     // rk "none" plus CC ["a.b"] matches binding "a.*".
     let p = headers(vec![("CC", strings(&["a.b"]))]);
@@ -475,6 +502,57 @@ fn cc_of_the_wrong_type_is_refused() {
             .expect_err("CC must be an array");
         assert_eq!(e.reply_code(), ReplyCode::PreconditionFailed);
         assert_eq!(e.exception().text, text);
-        assert_eq!(e.exception().reply_text(), format!("PRECONDITION_FAILED - {text}"));
+        assert_eq!(
+            e.exception().reply_text(),
+            format!("PRECONDITION_FAILED - {text}")
+        );
     }
+}
+
+/// What a consumer sees (research §10): `BCC` is removed, `CC` and the rest are kept; when
+/// only `BCC` was set the headers table stays, empty.
+#[test]
+fn bcc_is_stripped_before_delivery() {
+    let mut p = headers(vec![
+        ("CC", strings(&["k2"])),
+        ("BCC", strings(&["k3"])),
+        ("other", FieldValue::I32(1)),
+    ]);
+    assert!(warren_routing::strip_bcc(&mut p));
+    let kept: FieldTable = vec![("CC", strings(&["k2"])), ("other", FieldValue::I32(1))]
+        .into_iter()
+        .collect();
+    assert_eq!(p.headers, Some(kept));
+    assert!(!warren_routing::strip_bcc(&mut p));
+
+    let mut p = headers(vec![("BCC", strings(&["k3"]))]);
+    assert!(warren_routing::strip_bcc(&mut p));
+    assert_eq!(p.headers, Some(FieldTable::new()));
+
+    let mut p = headers(vec![("bcc", strings(&["k3"]))]);
+    assert!(!warren_routing::strip_bcc(&mut p));
+    let mut p = props();
+    assert!(!warren_routing::strip_bcc(&mut p));
+    assert_eq!(p.headers, None);
+}
+
+/// `CC` keys come before `BCC` keys, and only long-string elements count.
+#[test]
+fn sender_selected_keys_in_order() {
+    let h: FieldTable = vec![
+        ("BCC", strings(&["b1"])),
+        (
+            "CC",
+            FieldValue::Array(FieldArray(vec![
+                FieldValue::from("c1"),
+                FieldValue::I32(5),
+                FieldValue::from("c2"),
+            ])),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let mut keys: Vec<&[u8]> = Vec::new();
+    warren_routing::sender_selected_keys(&h, &mut keys).expect("arrays");
+    assert_eq!(keys, [b"c1".as_slice(), b"c2", b"b1"]);
 }

@@ -5,7 +5,7 @@ use warren_amqp_codec::{
     BasicProperties, FieldArray, FieldTable, FieldValue, ReplyCode, Scope, ShortStr,
 };
 use warren_routing::{
-    BindingSpec, DestinationName, ExchangeSpec, QueueId, RoutingError, Routed, Topology,
+    BindingSpec, DestinationName, ExchangeSpec, QueueId, Routed, RoutingError, Topology,
 };
 
 fn topo() -> Topology {
@@ -96,7 +96,9 @@ fn declare_errors_in_rabbitmq_order() {
         assert_eq!(e.exception().scope, Scope::Connection);
         assert_eq!(text(&e), "COMMAND_INVALID - unknown exchange type 'foo'");
     }
-    let e = t.declare_exchange(ExchangeSpec::new("", "direct")).unwrap_err();
+    let e = t
+        .declare_exchange(ExchangeSpec::new("", "direct"))
+        .unwrap_err();
     assert_eq!(
         text(&e),
         "ACCESS_REFUSED - operation not permitted on the default exchange"
@@ -114,7 +116,11 @@ fn declare_errors_in_rabbitmq_order() {
         .declare_exchange(ExchangeSpec::new("amq.direct", "direct"))
         .unwrap();
     assert!(!d.created);
-    assert!(t.declare_exchange(ExchangeSpec::new("AMQ.foo", "direct")).unwrap().created);
+    assert!(
+        t.declare_exchange(ExchangeSpec::new("AMQ.foo", "direct"))
+            .unwrap()
+            .created
+    );
     let mut non_durable = ExchangeSpec::new("amq.direct", "direct");
     non_durable.durable = false;
     assert_eq!(
@@ -160,7 +166,9 @@ fn equivalence_checks_in_order_and_only_the_alternate_exchange_argument() {
     check(
         &mut t,
         &|s| s.auto_delete = true,
-        Some(&format!("'auto_delete' {pre} 'true' but current is 'false'")),
+        Some(&format!(
+            "'auto_delete' {pre} 'true' but current is 'false'"
+        )),
     );
     check(
         &mut t,
@@ -183,12 +191,16 @@ fn equivalence_checks_in_order_and_only_the_alternate_exchange_argument() {
             s.auto_delete = true;
             s.internal = true;
         },
-        Some(&format!("'auto_delete' {pre} 'true' but current is 'false'")),
+        Some(&format!(
+            "'auto_delete' {pre} 'true' but current is 'false'"
+        )),
     );
     check(
         &mut t,
         &|s| s.arguments.insert("alternate-exchange", longstr("ae2")),
-        Some(&format!("'alternate-exchange' {pre} 'ae2' but current is 'ae1'")),
+        Some(&format!(
+            "'alternate-exchange' {pre} 'ae2' but current is 'ae1'"
+        )),
     );
     check(
         &mut t,
@@ -200,7 +212,9 @@ fn equivalence_checks_in_order_and_only_the_alternate_exchange_argument() {
     check(
         &mut t,
         &|s| s.arguments.insert("alternate-exchange", FieldValue::I32(5)),
-        Some(&format!("'alternate-exchange' {pre} '5' but current is 'ae1'")),
+        Some(&format!(
+            "'alternate-exchange' {pre} '5' but current is 'ae1'"
+        )),
     );
     // A byte array with the same octets is the same value; other arguments are not compared.
     check(
@@ -269,14 +283,20 @@ fn cr_and_lf_are_stripped_from_declared_names() {
 #[test]
 fn delete_exchange_rules() {
     let mut t = topo();
-    assert_eq!(t.delete_exchange(&"nosuch".into(), true), Ok(Default::default()));
+    assert_eq!(
+        t.delete_exchange(&"nosuch".into(), true),
+        Ok(Default::default())
+    );
     assert_eq!(
         text(&t.delete_exchange(&"".into(), false).unwrap_err()),
         "ACCESS_REFUSED - operation not permitted on the default exchange"
     );
     for name in ["amq.direct", "amq.nosuch"] {
         assert_eq!(
-            text(&t.delete_exchange(&ShortStr::from(name.to_owned()), false).unwrap_err()),
+            text(
+                &t.delete_exchange(&ShortStr::from(name.to_owned()), false)
+                    .unwrap_err()
+            ),
             format!(
                 "ACCESS_REFUSED - deletion of system exchange '{name}' in vhost '/' not allowed"
             )
@@ -305,20 +325,30 @@ fn bind_errors() {
     let mut t = topo();
     exchange(&mut t, "X", "direct");
     queue(&mut t, "q");
-    let e = t.bind(&BindingSpec::queue("nosuch-x", "q", "")).unwrap_err();
+    let e = t
+        .bind(&BindingSpec::queue("nosuch-x", "q", ""))
+        .unwrap_err();
     assert_eq!(text(&e), "NOT_FOUND - no exchange 'nosuch-x' in vhost '/'");
-    let e = t.bind(&BindingSpec::queue("X", "nosuch-q", "")).unwrap_err();
+    let e = t
+        .bind(&BindingSpec::queue("X", "nosuch-q", ""))
+        .unwrap_err();
     assert_eq!(text(&e), "NOT_FOUND - no queue 'nosuch-q' in vhost '/'");
-    let e = t.bind(&BindingSpec::queue("nosuch-x", "nosuch-q", "")).unwrap_err();
+    let e = t
+        .bind(&BindingSpec::queue("nosuch-x", "nosuch-q", ""))
+        .unwrap_err();
     assert_eq!(text(&e), "NOT_FOUND - no exchange 'nosuch-x' in vhost '/'");
     let e = t.bind(&BindingSpec::queue("", "nosuch-q", "")).unwrap_err();
     assert_eq!(
         text(&e),
         "ACCESS_REFUSED - operation not permitted on the default exchange"
     );
-    let e = t.bind(&BindingSpec::exchange("nosuch-s", "nosuch-d", "")).unwrap_err();
+    let e = t
+        .bind(&BindingSpec::exchange("nosuch-s", "nosuch-d", ""))
+        .unwrap_err();
     assert_eq!(text(&e), "NOT_FOUND - no exchange 'nosuch-s' in vhost '/'");
-    let e = t.bind(&BindingSpec::exchange("X", "nosuch-d", "")).unwrap_err();
+    let e = t
+        .bind(&BindingSpec::exchange("X", "nosuch-d", ""))
+        .unwrap_err();
     assert_eq!(text(&e), "NOT_FOUND - no exchange 'nosuch-d' in vhost '/'");
     for spec in [
         BindingSpec::exchange("X", "", ""),
@@ -356,9 +386,22 @@ fn binding_identity_is_source_destination_key_and_arguments() {
     assert_eq!(route(&t, "X", "k", &props()), vec![q]);
     // Unbind with other arguments, of a missing binding, exchange or queue: fine, no effect.
     let other = args(&[("a", FieldValue::I32(9))]);
-    assert_eq!(t.unbind(&b.clone().with_arguments(other)).unwrap().bindings, 0);
-    assert_eq!(t.unbind(&BindingSpec::queue("nosuch", "nosuch", "k")).unwrap().bindings, 0);
-    assert_eq!(t.unbind(&BindingSpec::queue("X", "q", "zz")).unwrap().bindings, 0);
+    assert_eq!(
+        t.unbind(&b.clone().with_arguments(other)).unwrap().bindings,
+        0
+    );
+    assert_eq!(
+        t.unbind(&BindingSpec::queue("nosuch", "nosuch", "k"))
+            .unwrap()
+            .bindings,
+        0
+    );
+    assert_eq!(
+        t.unbind(&BindingSpec::queue("X", "q", "zz"))
+            .unwrap()
+            .bindings,
+        0
+    );
     assert_eq!(t.binding_count(), 1);
     assert_eq!(t.unbind(&b.with_arguments(a21)).unwrap().bindings, 1);
     assert!(route(&t, "X", "k", &props()).is_empty());
@@ -430,10 +473,18 @@ fn bytes_of(s: &'static str) -> bytes::Bytes {
 fn sender_selected_distribution() {
     let mut t = topo();
     exchange(&mut t, "X", "direct");
-    let (k1, k2, k3) = (queue(&mut t, "k1"), queue(&mut t, "k2"), queue(&mut t, "k3"));
+    let (k1, k2, k3) = (
+        queue(&mut t, "k1"),
+        queue(&mut t, "k2"),
+        queue(&mut t, "k3"),
+    );
     for k in ["k1", "k2", "k3"] {
-        t.bind(&BindingSpec::queue("X", ShortStr::from(k.to_owned()), ShortStr::from(k.to_owned())))
-            .unwrap();
+        t.bind(&BindingSpec::queue(
+            "X",
+            ShortStr::from(k.to_owned()),
+            ShortStr::from(k.to_owned()),
+        ))
+        .unwrap();
     }
     let h = args(&[
         ("CC", FieldValue::Array(FieldArray(vec![longstr("k2")]))),
@@ -577,12 +628,23 @@ fn auto_delete_exchanges() {
     // Never bound: stays; unbinding something that isn't there: stays.
     ad(&mut t, "X");
     queue(&mut t, "q");
-    assert_eq!(t.unbind(&BindingSpec::queue("X", "q", "")).unwrap().exchanges.len(), 0);
+    assert_eq!(
+        t.unbind(&BindingSpec::queue("X", "q", ""))
+            .unwrap()
+            .exchanges
+            .len(),
+        0
+    );
     assert!(t.exchange_id(b"X").is_some());
     // Two bindings: the first unbind keeps it, the last deletes it.
     t.bind(&BindingSpec::queue("X", "q", "a")).unwrap();
     t.bind(&BindingSpec::queue("X", "q", "b")).unwrap();
-    assert!(t.unbind(&BindingSpec::queue("X", "q", "a")).unwrap().exchanges.is_empty());
+    assert!(
+        t.unbind(&BindingSpec::queue("X", "q", "a"))
+            .unwrap()
+            .exchanges
+            .is_empty()
+    );
     let r = t.unbind(&BindingSpec::queue("X", "q", "b")).unwrap();
     assert_eq!(r.exchanges, vec![ShortStr::from("X")]);
     assert!(t.exchange_id(b"X").is_none());
@@ -591,7 +653,10 @@ fn auto_delete_exchanges() {
     let q = t.check_queue(&"q".into()).unwrap();
     t.bind(&BindingSpec::queue("X", "q", "")).unwrap();
     let r = t.delete_queue(q);
-    assert_eq!((r.bindings, r.exchanges.clone()), (1, vec![ShortStr::from("X")]));
+    assert_eq!(
+        (r.bindings, r.exchanges.clone()),
+        (1, vec![ShortStr::from("X")])
+    );
     // As the source of X -> Y: deleting Y deletes X. As a destination only: stays.
     ad(&mut t, "X");
     exchange(&mut t, "Y", "fanout");
@@ -612,7 +677,10 @@ fn auto_delete_exchanges() {
     t.bind(&BindingSpec::exchange("CX", "CY", "")).unwrap();
     t.bind(&BindingSpec::queue("CY", "cq", "")).unwrap();
     let r = t.delete_queue(q);
-    assert_eq!(r.exchanges, vec![ShortStr::from("CY"), ShortStr::from("CX")]);
+    assert_eq!(
+        r.exchanges,
+        vec![ShortStr::from("CY"), ShortStr::from("CX")]
+    );
     assert_eq!(r.bindings, 2);
     assert_eq!(t.binding_count(), 0);
     // An auto-delete exchange bound to itself and a queue: unbinding the queue leaves the
@@ -621,7 +689,12 @@ fn auto_delete_exchanges() {
     queue(&mut t, "sq");
     t.bind(&BindingSpec::exchange("Self", "Self", "")).unwrap();
     t.bind(&BindingSpec::queue("Self", "sq", "")).unwrap();
-    assert!(t.unbind(&BindingSpec::queue("Self", "sq", "")).unwrap().exchanges.is_empty());
+    assert!(
+        t.unbind(&BindingSpec::queue("Self", "sq", ""))
+            .unwrap()
+            .exchanges
+            .is_empty()
+    );
     let r = t.delete_exchange(&"Self".into(), false).unwrap();
     assert_eq!((r.bindings, r.exchanges.len()), (1, 1));
     assert_eq!(t.binding_count(), 0);
@@ -655,7 +728,12 @@ fn direct_exchange_with_the_empty_key() {
     assert_eq!(route(&t, "D", "k", &props()), vec![q2]);
     let cc = args(&[("CC", FieldValue::Array(FieldArray(vec![longstr("")])))]);
     assert_eq!(route(&t, "D", "k", &with_headers(cc)), vec![q, q2]);
-    assert_eq!(t.unbind(&BindingSpec::queue("D", "q", "")).unwrap().bindings, 1);
+    assert_eq!(
+        t.unbind(&BindingSpec::queue("D", "q", ""))
+            .unwrap()
+            .bindings,
+        1
+    );
     assert!(route(&t, "D", "", &props()).is_empty());
     assert_eq!(t.router(t.exchange_id(b"D").unwrap()).unwrap().len(), 1);
 }
