@@ -1,9 +1,30 @@
 //! # warren-testkit
 //!
-//! Test support, a dev-dependency only. **Work has not started**: this crate holds only its
-//! description until the broker issue needs it.
+//! Test support, a dev-dependency only.
 //!
-//! It will hold: a scripted AMQP peer (frame builders over an in-memory duplex stream) for exact
-//! protocol tests against the broker, the deterministic multi-node simulation harness, and
-//! fault-injecting storage backends. (The codec's own state-machine tests script frames
-//! directly and need nothing from here.)
+//! Today it holds the one proptest configuration every crate's property tests use
+//! ([`proptest_config`]). It will hold: a scripted AMQP peer (frame builders over an in-memory
+//! duplex stream) for exact protocol tests against the broker, the deterministic multi-node
+//! simulation harness, and fault-injecting storage backends. (The codec's own state-machine
+//! tests script frames directly and need nothing more from here.)
+
+use proptest::test_runner::{Config, RngSeed};
+
+/// The seed property tests run from unless `WARREN_PROPTEST_SEED` says otherwise.
+pub const DEFAULT_PROPTEST_SEED: u64 = 0x5741_5252_454e;
+
+/// A proptest configuration with `cases` cases and a fixed seed, so that a failure in CI
+/// reproduces exactly. `PROPTEST_RNG_SEED` is not read; set `WARREN_PROPTEST_SEED` to explore
+/// other seeds. Nothing is persisted between runs.
+pub fn proptest_config(cases: u32) -> Config {
+    let seed = std::env::var("WARREN_PROPTEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_PROPTEST_SEED);
+    Config {
+        cases,
+        failure_persistence: None,
+        rng_seed: RngSeed::Fixed(seed),
+        ..Config::default()
+    }
+}

@@ -22,7 +22,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::strategy::{Union, ValueTree};
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::TestRunner;
 use std::collections::BTreeSet;
 use warren_amqp_codec::{
     BasicProperties, CodecError, ContentHeader, Decimal, FieldArray, FieldTable, FieldValue, Frame,
@@ -249,21 +249,6 @@ fn decode_one(buf: &mut BytesMut, frame_max: u32) -> Result<Frame, TestCaseError
     }
 }
 
-/// Every property test runs from a fixed seed, so that a failure in CI reproduces exactly;
-/// `PROPTEST_RNG_SEED` is not read, set `WARREN_PROPTEST_SEED` to explore other seeds.
-fn test_config(cases: u32) -> Config {
-    let seed = std::env::var("WARREN_PROPTEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5741_5252_454e);
-    Config {
-        cases,
-        failure_persistence: None,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
-        ..Config::default()
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. Every method round-trips
 // ---------------------------------------------------------------------------------------------
@@ -300,7 +285,7 @@ fn check_method_round_trip(channel: u16, method: &Method) -> Result<(), TestCase
 #[test]
 fn every_method_round_trips() {
     for (name, strategy) in method_strategies() {
-        let mut runner = TestRunner::new(test_config(24));
+        let mut runner = TestRunner::new(warren_testkit::proptest_config(24));
         let result = runner.run(&(any::<u16>(), strategy), |(channel, method)| {
             prop_assert_eq!(method.name(), name);
             check_method_round_trip(channel, &method)
@@ -333,7 +318,7 @@ fn generated_strategies_cover_every_method() {
 }
 
 proptest! {
-    #![proptest_config(test_config(256))]
+    #![proptest_config(warren_testkit::proptest_config(256))]
 
     /// `any_method()` round-trips on its own too (the strategy the other tests build on).
     #[test]
@@ -382,7 +367,7 @@ fn depth(value: &FieldValue) -> usize {
 }
 
 proptest! {
-    #![proptest_config(test_config(256))]
+    #![proptest_config(warren_testkit::proptest_config(256))]
 
     /// A table's entries round-trip, `encoded_len` is exact, and the naive parser reads the
     /// same tree from the octets as the table holds.
@@ -612,7 +597,7 @@ fn encode_all(frames: &[Frame]) -> Bytes {
 }
 
 proptest! {
-    #![proptest_config(test_config(256))]
+    #![proptest_config(warren_testkit::proptest_config(256))]
 
     /// Decoding a stream whole, or cut at random points, gives the frames that were encoded.
     #[test]
@@ -866,7 +851,7 @@ fn check_against_naive(input: &[u8], frame_max: u32) -> Result<(), TestCaseError
 }
 
 proptest! {
-    #![proptest_config(test_config(512))]
+    #![proptest_config(warren_testkit::proptest_config(512))]
 
     /// Frames as the crate encodes them: both accept, with the same structure.
     #[test]

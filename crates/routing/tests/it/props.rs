@@ -17,7 +17,6 @@
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use proptest::sample::select;
-use proptest::test_runner::{Config, RngSeed};
 use std::collections::BTreeSet;
 use warren_amqp_codec::{BasicProperties, FieldArray, FieldTable, FieldValue, ReplyCode, ShortStr};
 use warren_routing::hash::SeededState;
@@ -26,21 +25,6 @@ use warren_routing::kinds::topic::{TopicTrie, topic_matches};
 use warren_routing::{
     BindingSpec, Destination, DestinationName, ExchangeId, ExchangeSpec, QueueId, Routed, Topology,
 };
-
-/// A fixed seed, so that a failure in CI reproduces exactly; `PROPTEST_RNG_SEED` is not read,
-/// set `WARREN_PROPTEST_SEED` to explore other seeds.
-fn test_config(cases: u32) -> Config {
-    let seed = std::env::var("WARREN_PROPTEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5741_5252_454e);
-    Config {
-        cases,
-        failure_persistence: None,
-        rng_seed: RngSeed::Fixed(seed),
-        ..Config::default()
-    }
-}
 
 fn short(s: &str) -> ShortStr {
     ShortStr::from(s.to_owned())
@@ -105,7 +89,7 @@ fn reference_matches(bindings: &[(String, u32)], key: &str) -> Vec<Destination> 
 }
 
 proptest! {
-    #![proptest_config(test_config(256))]
+    #![proptest_config(warren_testkit::proptest_config(256))]
 
     /// Each random pattern bound to its own queue: a message reaches exactly the queues whose
     /// pattern matches its key.
@@ -326,7 +310,7 @@ fn headers_reference(arguments: &FieldTable, headers: Option<&FieldTable>) -> bo
 }
 
 proptest! {
-    #![proptest_config(test_config(256))]
+    #![proptest_config(warren_testkit::proptest_config(256))]
 
     /// `headers_match` and a headers exchange agree with the reference for several random
     /// bindings (each to its own queue) and random messages.
@@ -523,7 +507,7 @@ fn probe_messages() -> Vec<(&'static str, BasicProperties)> {
 }
 
 proptest! {
-    #![proptest_config(test_config(256))]
+    #![proptest_config(warren_testkit::proptest_config(256))]
 
     /// After any sequence of binds and unbinds the topology holds exactly the model's
     /// bindings, routes like a topology built from scratch with them, and its topic trie (as
@@ -717,7 +701,7 @@ fn graph_reference(
 }
 
 proptest! {
-    #![proptest_config(test_config(256))]
+    #![proptest_config(warren_testkit::proptest_config(256))]
 
     /// Random graphs of fanout and direct exchanges (cycles, self-loops, alternate exchanges
     /// that loop, point at themselves or at nothing, internal exchanges) route from every
