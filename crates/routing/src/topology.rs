@@ -1016,12 +1016,14 @@ impl Topology {
     fn route_default(&self, keys: &[&[u8]], out: &mut Routed) {
         for key in keys {
             if key.starts_with(REPLY_TO_PREFIX) {
-                if !out.reply_to.iter().any(|r| r.as_ref() == *key) {
-                    out.reply_to.push(Bytes::copy_from_slice(key));
-                }
+                out.reply_to.push(Bytes::copy_from_slice(key));
             } else if let Some(q) = self.queue_id(key) {
                 out.queues.push(q);
             }
+        }
+        if out.reply_to.len() > 1 {
+            out.reply_to.sort_unstable();
+            out.reply_to.dedup();
         }
     }
 

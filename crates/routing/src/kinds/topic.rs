@@ -51,6 +51,10 @@ pub fn topic_matches(pattern: &[u8], key: &[u8]) -> bool {
 }
 
 const NONE: u32 = u32::MAX;
+
+fn has_long_word(pattern: &[u8]) -> bool {
+    split_words(pattern).any(|w| w.len() > 255)
+}
 /// A key is at most 255 octets, so a word is too; edge keys are 4 octets of parent id first.
 const EDGE_KEY_MAX: usize = 4 + 255;
 
@@ -167,8 +171,13 @@ impl TopicTrie {
         self.edges.get(&buf[..n]).copied()
     }
 
-    /// Adds a binding of `pattern` to `dest`.
-    pub fn insert(&mut self, pattern: &[u8], dest: Destination) {
+    /// Adds a binding of `pattern` to `dest`. A pattern with a word longer than 255 octets
+    /// (which no binding key, a short string, can have) is refused: returns false and changes
+    /// nothing.
+    pub fn insert(&mut self, pattern: &[u8], dest: Destination) -> bool {
+        if has_long_word(pattern) {
+            return false;
+        }
         let mut buf = [0u8; EDGE_KEY_MAX];
         let mut at = 0u32;
         for word in split_words(pattern) {
@@ -211,11 +220,15 @@ impl TopicTrie {
             n.dests.push(dest);
             self.len += 1;
         }
+        true
     }
 
     /// Removes one binding of `pattern` to `dest`, pruning nodes left empty. Returns whether
     /// it was there.
     pub fn remove(&mut self, pattern: &[u8], dest: Destination) -> bool {
+        if has_long_word(pattern) {
+            return false;
+        }
         let mut buf = [0u8; EDGE_KEY_MAX];
         // The path: (node, how it hangs off its parent).
         let mut path: Vec<(u32, Option<&[u8]>)> = vec![(0, None)];
@@ -289,11 +302,14 @@ impl TopicTrie {
             if cur.is_empty() {
                 return;
             }
-            let n = word.len().min(255);
+            // A word longer than 255 octets (possible in a CC/BCC key, never in a binding key)
+            // matches no literal edge; `*` and `#` still match it.
+            let literal = word.len() <= 255;
+            let n = if literal { word.len() } else { 0 };
             buf[4..4 + n].copy_from_slice(&word[..n]);
             for &id in cur.as_slice() {
                 let Some(node) = self.node(id) else { continue };
-                if node.words > 0 {
+                if literal && node.words > 0 {
                     buf[..4].copy_from_slice(&id.to_le_bytes());
                     if let Some(&c) = self.edges.get(&buf[..4 + n]) {
                         self.enter(&mut next, c);
@@ -306,6 +322,7 @@ impl TopicTrie {
                     self.enter(&mut next, id);
                 }
             }
+            next.normalize();
             std::mem::swap(&mut cur, &mut next);
             next.clear();
         }
@@ -381,6 +398,7 @@ impl PartialEq for TopicTrie {
 
 impl Router for TopicTrie {
     fn bind(&mut self, b: BindingRef<'_>) {
+        // Binding keys are short strings (at most 255 octets), so this always inserts.
         self.insert(b.key, b.destination);
     }
 
@@ -399,7 +417,9 @@ impl Router for TopicTrie {
     }
 }
 
-/// A small set of node ids: inline up to 16, then on the heap, deduplicated on insert.
+/// A small set of node ids: inline and deduplicated on insert up to 16; beyond that on the
+/// heap, where inserts append and [`NodeSet::normalize`] sorts and deduplicates once per word,
+/// so a step costs O(n log n), never O(n²).
 #[derive(Debug, Default)]
 struct NodeSet {
     inline: [u32; 16],
@@ -425,7 +445,9 @@ impl NodeSet {
         self.heap.clear();
     }
 
-    /// Inserts `id`; false if it was already there.
+    /// Inserts `id`; false if it is known to be there already. On the heap, duplicates are
+    /// kept until [`NodeSet::normalize`] (true is returned), which only makes `enter` walk a
+    /// `#` chain again.
     fn insert(&mut self, id: u32) -> bool {
         if self.heap.is_empty() {
             if self.inline[..self.inline_len].contains(&id) {
@@ -438,14 +460,15 @@ impl NodeSet {
             }
             self.heap.reserve(64);
             self.heap.extend_from_slice(&self.inline);
-            self.heap.sort_unstable();
         }
-        match self.heap.binary_search(&id) {
-            Ok(_) => false,
-            Err(pos) => {
-                self.heap.insert(pos, id);
-                true
-            }
+        self.heap.push(id);
+        true
+    }
+
+    fn normalize(&mut self) {
+        if !self.heap.is_empty() {
+            self.heap.sort_unstable();
+            self.heap.dedup();
         }
     }
 }

@@ -737,3 +737,46 @@ fn direct_exchange_with_the_empty_key() {
     assert!(route(&t, "D", "", &props()).is_empty());
     assert_eq!(t.router(t.exchange_id(b"D").unwrap()).unwrap().len(), 1);
 }
+
+#[test]
+fn a_cc_word_longer_than_any_binding_key_matches_only_wildcards() {
+    let mut t = topo();
+    exchange(&mut t, "T", "topic");
+    let q = queue(&mut t, "q");
+    let star = queue(&mut t, "star");
+    let long = "a".repeat(255);
+    t.bind(&BindingSpec::queue("T", "q", ShortStr::from(long.clone())))
+        .unwrap();
+    t.bind(&BindingSpec::queue("T", "star", "*")).unwrap();
+    let longer = FieldValue::LongStr("a".repeat(256).into());
+    let h = args(&[("CC", FieldValue::Array(FieldArray(vec![longer])))]);
+    assert_eq!(route(&t, "T", "x.y", &with_headers(h)), vec![star]);
+    assert_eq!(route(&t, "T", &long, &props()), vec![q, star]);
+}
+
+#[test]
+fn many_live_trie_nodes_still_match_exactly() {
+    // Every 10-word pattern of `a` and `*`: 1,024 bindings, all of which match `a.a.….a`,
+    // so over a thousand trie nodes are live on the last word.
+    let mut t = topo();
+    exchange(&mut t, "T", "topic");
+    let mut ids = Vec::new();
+    for mask in 0u32..1024 {
+        let name = ShortStr::from(format!("q{mask}"));
+        ids.push(t.declare_queue(&name).id);
+        let pattern: Vec<&str> = (0..10)
+            .map(|i| if mask & (1 << i) != 0 { "*" } else { "a" })
+            .collect();
+        t.bind(&BindingSpec::queue(
+            "T",
+            name,
+            ShortStr::from(pattern.join(".")),
+        ))
+        .unwrap();
+    }
+    ids.sort();
+    assert_eq!(route(&t, "T", &["a"; 10].join("."), &props()), ids);
+    // `b` in the first word leaves only the 512 patterns starting with `*`.
+    let key = format!("b.{}", ["a"; 9].join("."));
+    assert_eq!(route(&t, "T", &key, &props()).len(), 512);
+}
