@@ -42,6 +42,7 @@ mod error;
 mod exchange;
 pub mod hash;
 pub mod kinds;
+mod terms;
 mod topology;
 
 pub use error::RoutingError;
@@ -55,8 +56,6 @@ pub use topology::{
 /// The codec crate, whose types (properties, field tables, strings) this crate's API uses:
 /// re-exported so that a program using only routing needs no second dependency.
 pub use warren_amqp_codec as codec;
-
-pub(crate) use topology::args_identical;
 
 use warren_amqp_codec::{BasicProperties, FieldTable, FieldValue};
 
@@ -79,7 +78,7 @@ pub fn sender_selected_keys<'a>(
             Some(other) => {
                 return Err(RoutingError::InvalidMessage(format!(
                     "{{unacceptable_type_in_header,\"{name}\",{}}}",
-                    kinds::headers::type_name(other)
+                    terms::type_name(other)
                 )));
             }
         }

@@ -2,7 +2,7 @@
 
 use crate::exchange::{BindingRef, Destination, ExchangeId, QueueId, Registry, RouteMessage};
 use crate::hash::{Map, SeededState};
-use crate::kinds::headers::{erlang_value, type_name};
+use crate::terms::{args_identical, erlang_value, loose_eq, type_name};
 use crate::{ExchangeType, Router, RoutingError};
 use bytes::Bytes;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -443,7 +443,7 @@ impl Topology {
         );
         match (c, r) {
             (None, None) => Ok(()),
-            (Some(c), Some(r)) if crate::kinds::headers::loose_eq(c, r) => Ok(()),
+            (Some(c), Some(r)) if loose_eq(c, r) => Ok(()),
             (Some(c), Some(r)) => Err(fail(
                 ALTERNATE_EXCHANGE,
                 format!("'{}'", plain_value(r)),
@@ -961,14 +961,16 @@ impl Topology {
             });
         }
         let single = [routing_key];
+        // Allocates only when CC or BCC add keys.
         let mut many = Vec::new();
-        let keys: &[&[u8]] = match properties.headers.as_ref() {
-            Some(h) if h.contains_key("CC") || h.contains_key("BCC") => {
-                many.push(routing_key);
-                crate::sender_selected_keys(h, &mut many)?;
-                &many
-            }
-            _ => &single,
+        if let Some(h) = properties.headers.as_ref() {
+            crate::sender_selected_keys(h, &mut many)?;
+        }
+        let keys: &[&[u8]] = if many.is_empty() {
+            &single
+        } else {
+            many.insert(0, routing_key);
+            &many
         };
         let message = RouteMessage {
             routing_keys: keys,
@@ -1115,25 +1117,4 @@ fn own_table(t: &FieldTable) -> FieldTable {
     let mut buf = bytes::BytesMut::with_capacity(t.encoded_len());
     t.encode_entries(&mut buf);
     FieldTable::decode_entries(&buf.freeze()).unwrap_or_else(|_| t.clone())
-}
-
-/// Exact equality of argument tables, as Erlang's `=:=` on the decoded terms: same keys in the
-/// same order, same types, same values (floats by bits, so that a NaN binding can be removed).
-pub(crate) fn args_identical(a: &FieldTable, b: &FieldTable) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b.iter())
-            .all(|((k1, v1), (k2, v2))| k1 == k2 && values_identical(v1, v2))
-}
-
-fn values_identical(a: &FieldValue, b: &FieldValue) -> bool {
-    match (a, b) {
-        (FieldValue::F32(x), FieldValue::F32(y)) => x.to_bits() == y.to_bits(),
-        (FieldValue::F64(x), FieldValue::F64(y)) => x.to_bits() == y.to_bits(),
-        (FieldValue::Table(x), FieldValue::Table(y)) => args_identical(x, y),
-        (FieldValue::Array(x), FieldValue::Array(y)) => {
-            x.0.len() == y.0.len() && x.0.iter().zip(&y.0).all(|(p, q)| values_identical(p, q))
-        }
-        _ => a == b,
-    }
 }

@@ -352,13 +352,13 @@ impl TopicTrie {
         let mut word_children: BTreeMap<u32, Vec<(&[u8], u32)>> = BTreeMap::new();
         for (k, &child) in &self.edges {
             let (p, w) = k.split_at(4.min(k.len()));
-            let parent = u32::from_le_bytes([
-                p.first().copied().unwrap_or(0),
-                p.get(1).copied().unwrap_or(0),
-                p.get(2).copied().unwrap_or(0),
-                p.get(3).copied().unwrap_or(0),
-            ]);
-            word_children.entry(parent).or_default().push((w, child));
+            let Ok(parent) = <[u8; 4]>::try_from(p) else {
+                continue;
+            };
+            word_children
+                .entry(u32::from_le_bytes(parent))
+                .or_default()
+                .push((w, child));
         }
         let mut out = BTreeMap::new();
         let mut stack: Vec<(u32, Vec<Segment>)> = vec![(0, Vec::new())];

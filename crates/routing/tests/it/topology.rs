@@ -416,9 +416,23 @@ fn bindings_are_listed_by_name() {
     let q = queue(&mut t, "q");
     t.bind(&BindingSpec::queue("X", "q", "a.*")).unwrap();
     t.bind(&BindingSpec::exchange("X", "Y", "#")).unwrap();
-    let mut all: Vec<String> = t.bindings().map(|b| format!("{b:?}")).collect();
+    let mut all: Vec<(ShortStr, DestinationName, ShortStr)> = t
+        .bindings()
+        .map(|b| (b.source, b.destination, b.key))
+        .collect();
     all.sort();
-    assert_eq!(all.len(), 2);
+    assert_eq!(
+        all,
+        vec![
+            // Queues sort before exchanges.
+            ("X".into(), DestinationName::Queue("q".into()), "a.*".into()),
+            (
+                "X".into(),
+                DestinationName::Exchange("Y".into()),
+                "#".into()
+            ),
+        ]
+    );
     let qb = t.queue_bindings(q);
     assert_eq!(qb.len(), 1);
     assert_eq!(qb[0].destination, DestinationName::Queue("q".into()));
