@@ -1,10 +1,49 @@
 //! # warren-broker
 //!
-//! The broker. **Work has not started**: this crate holds only its description until the
-//! single-node broker issue.
+//! The Warren broker: an AMQP 0-9-1 server with RabbitMQ's semantics, composed of
+//! `warren-amqp-codec` (the protocol state machine), `warren-routing` (exchanges and
+//! bindings) and `warren-queue` (queue and channel rules).
 //!
-//! It will be thin composition: the accept loop, one task per connection driving
-//! `warren-amqp-codec`'s sans-IO connection state machine, queue actors driving `warren-queue`,
-//! routing through `warren-routing`, persistence through `warren-store`, configuration, and the
-//! embedding API (`Broker::builder()`, `serve_connection(io)`, `BrokerHandle`). It holds no rules
-//! of AMQP semantics of its own: those live in the crates it composes.
+//! This crate is the composition and the runtime glue, nothing more: the accept loop, one task
+//! per connection driving the codec's sans-IO connection, virtual hosts, users and permissions,
+//! and the embedding API. It holds no AMQP rule of its own.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), warren_broker::Error> {
+//! use std::time::Duration;
+//! let broker = warren_broker::Broker::builder()
+//!     .listen("127.0.0.1:5672".parse().unwrap())
+//!     .start()
+//!     .await?;
+//! let handle = broker.handle();
+//! println!("{:?}", handle.queues("/")?);
+//! broker.shutdown(Duration::from_secs(5)).await;
+//! # Ok(()) }
+//! ```
+//!
+//! Threading: a multi-threaded tokio runtime; each connection is one task; each queue is a
+//! state machine behind its own lock, driven by whichever task touches it (see
+//! `docs/adr/0007-broker-concurrency.md`).
+#![forbid(unsafe_code)]
+
+mod auth;
+mod broker;
+mod connection;
+mod handle;
+mod message;
+mod outbox;
+mod vhost;
+
+pub use auth::{PasswordHash, Permissions};
+pub use broker::{Broker, BrokerBuilder, Error};
+pub use handle::{
+    BindingInfo, BrokerHandle, ChannelInfo, ConnectionInfo, Counters, ExchangeInfo, QueueInfo,
+};
+pub use vhost::QueueCounters;
+
+/// A random 64-bit value from the system's source (0 if it fails).
+pub(crate) fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+}

@@ -1,10 +1,60 @@
 //! # warren-queue
 //!
-//! Queue semantics as a sans-IO state machine. **Work has not started**: this crate holds only
-//! its description until the single-node broker issue.
+//! Queue semantics as a sans-IO state machine: the rules of RabbitMQ's classic queues, with no
+//! runtime, no clock and no I/O, so they run in a plain loop in tests.
 //!
-//! It will own: FIFO order, consumers served round-robin, prefetch credit, `basic.get`, acks,
-//! nacks, rejects and requeue to the original position, purge, exclusive and single-active
-//! consumers, priorities, TTL, length limits and dead-letter decisions, all expressed as effects
-//! the caller carries out. Time is an argument; it never reads the clock, does no I/O and has
-//! no async runtime.
+//! - [`Queue`]: messages in FIFO order; consumers served round-robin; each delivery asks the
+//!   consumer's own prefetch and then its owner ([`Recipient`]) for credit; `basic.get`;
+//!   settlements (ack, nack, reject) handed back with [`Settlement`], a requeued message going
+//!   back to its original position marked redelivered; purge; cancel; exclusive consumers;
+//!   auto-delete once the last consumer goes.
+//! - [`channel`]: the channel-side halves: delivery tags and unsettled deliveries
+//!   ([`channel::Unacked`], with RabbitMQ's `multiple` and unknown-tag rules), the channel-wide
+//!   prefetch shared by the channel's queues ([`channel::ChannelCredit`]), publisher-confirm
+//!   numbering folded into `multiple` replies ([`channel::Confirms`]), and confirm/tx modes
+//!   with the transaction buffer ([`channel::Mode`]).
+//!
+//! What it deliberately does not do: hold channels, sockets or delivery tags inside a queue
+//! (a delivery leaves as an [`Entry`] and comes back as a [`Settlement`]), know how messages
+//! are encoded (the message type is the caller's), or decide anything about routing. TTL,
+//! length limits, priorities and dead-lettering come as further rules of [`Queue`], with time
+//! passed in.
+//!
+//! ```
+//! use warren_queue::{ConsumerSpec, Outcome, Payload, Queue, QueueConfig, Recipient, Settlement};
+//!
+//! struct Msg(&'static str);
+//! impl Payload for Msg {
+//!     fn body_len(&self) -> usize { self.0.len() }
+//! }
+//! struct Anyone;
+//! impl Recipient for Anyone {
+//!     fn try_reserve(&self, _ack_required: bool) -> bool { true }
+//! }
+//!
+//! let mut q = Queue::new(QueueConfig::default());
+//! q.publish(Msg("a"));
+//! q.publish(Msg("b"));
+//! let c = q
+//!     .add_consumer(ConsumerSpec { no_ack: false, exclusive: false, prefetch: 1, recipient: Anyone })
+//!     .unwrap();
+//! let mut out = Vec::new();
+//! q.deliver(|_, entry| out.push(entry));
+//! assert_eq!(out.len(), 1); // prefetch 1: "b" waits for the ack
+//! let first = out.pop().unwrap();
+//! q.settle([Settlement { consumer: Some(c), entry: first, outcome: Outcome::Requeue }]);
+//! q.deliver(|_, entry| out.push(entry));
+//! assert_eq!(out[0].message.0, "a");
+//! assert!(out[0].redelivered());
+//! ```
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+pub mod channel;
+pub mod declare;
+mod queue;
+
+pub use queue::{
+    ConsumeError, Consumer, ConsumerId, ConsumerSpec, Entry, Offset, Outcome, Payload, Queue,
+    QueueConfig, QueueStats, Recipient, Removed, Settlement,
+};

@@ -1,0 +1,1558 @@
+//! One client connection: the task that moves bytes between the socket and the codec's
+//! state machine, and carries out each command against routing and the queues.
+//!
+//! The task owns the connection's channels outright (no locks): delivery tags, unsettled
+//! deliveries, consumers, confirm and transaction state. What it shares is the virtual host
+//! (read-locked to route, write-locked to declare), the queues it touches (each behind its own
+//! lock), and its [`Outbox`], where queues run by other tasks leave deliveries for it.
+
+use crate::auth::{self, Access, Permissions, ResourceKind};
+use crate::broker::Shared;
+use crate::handle::{ChannelInfo, ConnectionEntry};
+use crate::message::Message;
+use crate::outbox::{ConsumerLink, Outbox, Outgoing};
+use crate::vhost::{QueueCell, Vhost};
+use bytes::{Buf, Bytes};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use warren_amqp_codec::connection::{
+    ChannelCloseReason, CloseReason, Content, Event, ServerConnection,
+};
+use warren_amqp_codec::{
+    AmqpException, BasicAck, BasicCancel, BasicCancelOk, BasicConsumeOk, BasicDeliver,
+    BasicGetEmpty, BasicGetOk, BasicNack, BasicQosOk, BasicRecoverOk,
+    BasicReturn, ChannelFlowOk, ConfirmSelectOk, ConnectionUpdateSecretOk, ExchangeBindOk,
+    ExchangeDeclareOk, ExchangeDeleteOk, ExchangeUnbindOk, Method, QueueBindOk,
+    QueueDeclareOk, QueueDeleteOk, QueuePurgeOk, QueueUnbindOk, ReplyCode, ShortStr, TxCommitOk,
+    TxRollbackOk, TxSelectOk,
+};
+use warren_queue::channel::{ChannelCredit, Mode, Pending, Unacked, check_qos};
+use warren_queue::declare::{self, QueueDecl};
+use warren_queue::{ConsumeError, ConsumerId, ConsumerSpec, Outcome, Settlement};
+use warren_routing::{BindingSpec, DestinationName, ExchangeSpec, Routed, strip_bcc};
+
+/// The queue name that subscribes to direct replies.
+const REPLY_TO: &[u8] = b"amq.rabbitmq.reply-to";
+/// Octets of output past which the connection stops taking deliveries from its outbox.
+const WRITE_HIGH: usize = 256 * 1024;
+/// Largest single read.
+const READ_MAX: usize = 64 * 1024;
+
+/// Where a direct reply-to key leads.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplyTarget {
+    outbox: Arc<Outbox>,
+    channel: u16,
+    tag: ShortStr,
+}
+
+type Delivery = Pending<Arc<QueueCell>, Arc<Message>>;
+
+/// A publish held by a transaction until commit.
+#[derive(Debug)]
+struct TxPublish {
+    queues: Vec<Arc<QueueCell>>,
+    message: Arc<Message>,
+}
+
+/// Settlements held by a transaction until commit.
+#[derive(Debug)]
+struct TxSettle {
+    deliveries: Vec<(u64, Delivery)>,
+    outcome: Outcome,
+}
+
+#[derive(Debug)]
+struct ChannelConsumer {
+    queue: Arc<QueueCell>,
+    id: ConsumerId,
+}
+
+/// One open channel.
+#[derive(Debug)]
+struct Channel {
+    unacked: Unacked<Arc<QueueCell>, Arc<Message>>,
+    credit: Arc<ChannelCredit>,
+    /// Prefetch for consumers created from now on (`basic.qos`, global=false).
+    prefetch: u16,
+    consumers: HashMap<ShortStr, ChannelConsumer>,
+    mode: Mode<TxPublish, TxSettle>,
+    /// The queue this channel declared last, for commands that name the queue `""`.
+    last_queue: Option<ShortStr>,
+    /// The direct reply-to consumer: its tag and key.
+    reply_consumer: Option<(ShortStr, Vec<u8>)>,
+    /// Resources this channel was allowed to touch (RabbitMQ caches per channel too).
+    allowed: Vec<(Access, ResourceKind, ShortStr)>,
+}
+
+impl Channel {
+    fn new() -> Self {
+        Self {
+            unacked: Unacked::new(),
+            credit: Arc::new(ChannelCredit::new()),
+            prefetch: 0,
+            consumers: HashMap::new(),
+            mode: Mode::Plain,
+            last_queue: None,
+            reply_consumer: None,
+            allowed: Vec::new(),
+        }
+    }
+
+    fn info(&self, number: u16) -> ChannelInfo {
+        ChannelInfo {
+            number,
+            consumers: (self.consumers.len() + usize::from(self.reply_consumer.is_some())) as u32,
+            unacked: self.unacked.len() as u32,
+            prefetch: self.prefetch,
+            global_prefetch: self.credit.limit(),
+            confirm: matches!(self.mode, Mode::Confirm(_)),
+            transactional: matches!(self.mode, Mode::Tx(_)),
+        }
+    }
+}
+
+/// Everything of a connection but its channels, so that a handler can hold a channel and
+/// the rest at once.
+struct Ctx {
+    shared: Arc<Shared>,
+    id: u64,
+    peer: Option<SocketAddr>,
+    codec: ServerConnection,
+    user: String,
+    permissions: Option<Permissions>,
+    vhost: Option<Arc<Vhost>>,
+    entry: Option<Arc<ConnectionEntry>>,
+    outbox: Arc<Outbox>,
+    /// Queues declared exclusive by this connection.
+    exclusive: Vec<Arc<QueueCell>>,
+    routed: Routed,
+    /// Publishes routed and waiting to be enqueued, with the channel awaiting a confirm.
+    batch: Vec<(Arc<QueueCell>, Arc<Message>)>,
+    published: u64,
+    /// The client published during the memory alarm: reading is paused until it clears.
+    blocked: bool,
+    listing_dirty: bool,
+}
+
+/// A connection: the context and its channels.
+struct Conn {
+    ctx: Ctx,
+    channels: BTreeMap<u16, Channel>,
+    settle_buf: Vec<Delivery>,
+    incoming: VecDeque<Outgoing>,
+}
+
+fn now() -> Instant {
+    Instant::now()
+}
+
+fn precondition(text: impl Into<String>) -> AmqpException {
+    AmqpException::channel(ReplyCode::PreconditionFailed, text)
+}
+
+fn random_name(prefix: &str) -> ShortStr {
+    use base64::Engine;
+    let mut raw = [0u8; 16];
+    let _ = getrandom::fill(&mut raw);
+    let s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    ShortStr::from(format!("{prefix}{s}"))
+}
+
+/// Serves one connection until it ends.
+pub(crate) async fn serve<IO>(shared: Arc<Shared>, io: IO, peer: Option<SocketAddr>)
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    shared.open_connections.fetch_add(1, Ordering::AcqRel);
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let mut conn = Conn {
+        ctx: Ctx {
+            id: shared.next_id(),
+            codec: ServerConnection::new(shared.config.server.clone(), now()),
+            shared: shared.clone(),
+            peer,
+            user: String::new(),
+            permissions: None,
+            vhost: None,
+            entry: None,
+            outbox: Arc::new(Outbox::default()),
+            exclusive: Vec::new(),
+            routed: Routed::new(),
+            batch: Vec::new(),
+            published: 0,
+            blocked: false,
+            listing_dirty: false,
+        },
+        channels: BTreeMap::new(),
+        settle_buf: Vec::new(),
+        incoming: VecDeque::new(),
+    };
+    let outbox = conn.ctx.outbox.clone();
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut alarm = shared.alarm.subscribe();
+    let mut close_request: Option<watch::Receiver<Option<String>>> = None;
+    let mut out = Bytes::new();
+    let mut read_hint = 1024;
+    tracing::debug!(id = conn.ctx.id, ?peer, "connection accepted");
+    loop {
+        conn.process();
+        if close_request.is_none() {
+            close_request = conn.ctx.entry.as_ref().map(|e| e.close_request.subscribe());
+        }
+        if out.is_empty() {
+            let w = conn.ctx.codec.write_buffer();
+            if !w.is_empty() {
+                out = w.split().freeze();
+            }
+        }
+        if out.is_empty() && conn.ctx.codec.is_finished() {
+            break;
+        }
+        let want_read = conn.ctx.codec.wants_read()
+            && !conn.ctx.blocked
+            && out.len() < shared.config.server.max_write_backlog;
+        let deadline = conn.ctx.codec.poll_timeout().map(tokio::time::Instant::from_std);
+        let mut rbuf = std::mem::take(conn.ctx.codec.read_buffer());
+        if want_read && rbuf.capacity() - rbuf.len() < read_hint / 2 {
+            rbuf.reserve(read_hint);
+        }
+        let waiting_alarm = conn.ctx.blocked;
+        let closing_requested = async {
+            match close_request.as_mut() {
+                Some(rx) => rx.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        enum Wake {
+            Wrote(std::io::Result<usize>),
+            Read(std::io::Result<usize>),
+            Outbox,
+            Timer,
+            Shutdown,
+            Alarm,
+            CloseRequest(bool),
+        }
+        let wake = tokio::select! {
+            biased;
+            r = wr.write(&out), if !out.is_empty() => Wake::Wrote(r),
+            r = rd.read_buf(&mut rbuf), if want_read => Wake::Read(r),
+            _ = outbox.notify.notified() => Wake::Outbox,
+            _ = async { if let Some(d) = deadline { tokio::time::sleep_until(d).await } }, if deadline.is_some() => Wake::Timer,
+            _ = shutdown.changed() => Wake::Shutdown,
+            _ = alarm.changed(), if waiting_alarm => Wake::Alarm,
+            ok = closing_requested => Wake::CloseRequest(ok),
+        };
+        *conn.ctx.codec.read_buffer() = rbuf;
+        match wake {
+            Wake::Wrote(Ok(n)) if n > 0 => out.advance(n),
+            Wake::Wrote(_) => break,
+            Wake::Read(Ok(0)) | Wake::Read(Err(_)) => break,
+            Wake::Read(Ok(n)) => {
+                read_hint = (n * 2).clamp(1024, READ_MAX);
+                conn.ctx.codec.handle_read(now());
+            }
+            Wake::Outbox => {}
+            Wake::Timer => conn.ctx.codec.handle_timeout(now()),
+            Wake::Shutdown => {
+                let e = AmqpException::connection(
+                    ReplyCode::ConnectionForced,
+                    "broker forced connection closure with reason 'shutdown'",
+                );
+                conn.ctx.codec.close(e, now());
+            }
+            Wake::Alarm => {
+                if !*alarm.borrow_and_update() {
+                    conn.ctx.blocked = false;
+                    conn.ctx.codec.unblock();
+                }
+            }
+            Wake::CloseRequest(ok) => {
+                let reason = close_request
+                    .as_ref()
+                    .and_then(|rx| rx.borrow().clone())
+                    .unwrap_or_default();
+                if !ok {
+                    close_request = None;
+                }
+                let e = AmqpException::connection(
+                    ReplyCode::ConnectionForced,
+                    if reason.is_empty() {
+                        "Closed via management plugin".to_string()
+                    } else {
+                        reason
+                    },
+                );
+                conn.ctx.codec.close(e, now());
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+    conn.teardown();
+    shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+}
+
+impl Conn {
+    /// Handles every event the codec has, then delivers and confirms.
+    fn process(&mut self) {
+        while let Some(event) = self.ctx.codec.poll_event() {
+            match event {
+                Event::Command {
+                    channel,
+                    method: Method::BasicPublish(p),
+                    content,
+                } => {
+                    if let Some(ch) = self.channels.get_mut(&channel) {
+                        let content = content.unwrap_or_else(|| Content {
+                            header: Default::default(),
+                            body: Bytes::new(),
+                        });
+                        if let Err(e) = self.ctx.publish(channel, ch, p, content) {
+                            self.ctx.codec.close_channel(channel, e.caused_by(60, 40));
+                        }
+                    }
+                }
+                Event::Command {
+                    channel,
+                    method,
+                    content: _,
+                } => {
+                    self.flush_publishes();
+                    let (class_id, method_id) = (method.class_id(), method.method_id());
+                    if let Err(e) = self.command(channel, method) {
+                        tracing::debug!(id = self.ctx.id, channel, error = %e, "channel exception");
+                        self.ctx
+                            .codec
+                            .close_channel(channel, e.caused_by(class_id, method_id));
+                    }
+                }
+                other => {
+                    self.flush_publishes();
+                    self.event(other);
+                }
+            }
+        }
+        self.flush_publishes();
+        if self.ctx.published > 0 {
+            let n = std::mem::take(&mut self.ctx.published);
+            self.ctx
+                .shared
+                .counters
+                .published
+                .fetch_add(n, Ordering::Relaxed);
+            if self.ctx.shared.check_memory() && !self.ctx.blocked {
+                self.ctx.blocked = true;
+                self.ctx.codec.block("low on memory");
+            }
+        }
+        self.drain_outbox(false);
+        self.send_confirms();
+        if self.ctx.listing_dirty {
+            self.ctx.listing_dirty = false;
+            if let Some(e) = &self.ctx.entry {
+                let mut listed = e.channels.lock().unwrap_or_else(|e| e.into_inner());
+                listed.clear();
+                listed.extend(self.channels.iter().map(|(n, c)| (*n, c.info(*n))));
+            }
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        let ctx = &mut self.ctx;
+        match event {
+            Event::Authenticate {
+                username,
+                password,
+                mechanism,
+                ..
+            } => {
+                let verdict = ctx
+                    .shared
+                    .users
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .authenticate(&username, &password, ctx.peer.map(|p| p.ip()));
+                match verdict {
+                    Ok(user) => {
+                        ctx.user = user.name;
+                        ctx.codec.accept_login(now());
+                    }
+                    Err(why) => {
+                        tracing::warn!(id = ctx.id, peer = ?ctx.peer, mechanism = mechanism.name(), "login refused: {why}");
+                        ctx.codec.refuse_login(now());
+                    }
+                }
+            }
+            Event::OpenVhost { vhost } => {
+                let Some(v) = ctx.shared.vhost(&vhost) else {
+                    let e = AmqpException::connection(
+                        ReplyCode::NotAllowed,
+                        format!("vhost {vhost} not found"),
+                    );
+                    tracing::warn!(id = ctx.id, user = %ctx.user, %vhost, "connection refused: {e}");
+                    ctx.codec.close(e, now());
+                    return;
+                };
+                let access = ctx
+                    .shared
+                    .users
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .vhost_access(&ctx.user, &vhost);
+                match access {
+                    Ok(p) => {
+                        ctx.permissions = Some(p);
+                        ctx.vhost = Some(v);
+                        ctx.codec.accept_vhost(now());
+                    }
+                    Err(e) => {
+                        tracing::warn!(id = ctx.id, user = %ctx.user, %vhost, "connection refused: {e}");
+                        ctx.codec.close(e, now());
+                    }
+                }
+            }
+            Event::Opened { tuning } => {
+                let client_name = ctx
+                    .codec
+                    .client_properties()
+                    .get("connection_name")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string);
+                let entry = Arc::new(ConnectionEntry {
+                    id: ctx.id,
+                    peer: ctx.peer,
+                    user: ctx.user.clone(),
+                    vhost: ctx.vhost.as_ref().map(|v| v.name.clone()).unwrap_or_default(),
+                    client_name,
+                    connected_at: SystemTime::now(),
+                    channels: Default::default(),
+                    close_request: watch::channel(None).0,
+                });
+                ctx.shared
+                    .connections
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(ctx.id, entry.clone());
+                ctx.entry = Some(entry);
+                ctx.shared
+                    .counters
+                    .connections_opened
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(id = ctx.id, peer = ?ctx.peer, user = %ctx.user, vhost = %ctx.vhost.as_ref().map(|v| v.name.as_str()).unwrap_or(""), channel_max = tuning.channel_max, frame_max = tuning.frame_max, heartbeat = tuning.heartbeat, "connection opened");
+            }
+            Event::ChannelOpened { channel } => {
+                self.channels.insert(channel, Channel::new());
+                ctx.listing_dirty = true;
+            }
+            Event::UpdateSecret { .. } => {
+                ctx.codec
+                    .send_method(0, &ConnectionUpdateSecretOk::default().into());
+            }
+            Event::ChannelClosed { channel, reason } => {
+                if let ChannelCloseReason::ByServer(e) = &reason {
+                    tracing::info!(id = ctx.id, channel, "channel closed: {e}");
+                }
+                if let Some(ch) = self.channels.remove(&channel) {
+                    self.close_channel(channel, ch);
+                }
+                self.ctx.listing_dirty = true;
+            }
+            Event::Closed { reason } => {
+                match &reason {
+                    CloseReason::ByClient { .. } => {
+                        tracing::info!(id = ctx.id, user = %ctx.user, "connection closed by client")
+                    }
+                    CloseReason::ByServer(e) => {
+                        tracing::info!(id = ctx.id, user = %ctx.user, "connection closed: {e}")
+                    }
+                    other => tracing::info!(id = ctx.id, peer = ?ctx.peer, "connection ended: {other:?}"),
+                }
+                self.release_all();
+            }
+            Event::Command { .. } => {}
+        }
+    }
+
+    /// Releases everything the connection holds: channels (requeueing their unsettled
+    /// deliveries), consumers, exclusive queues, the listing entry.
+    fn release_all(&mut self) {
+        let channels = std::mem::take(&mut self.channels);
+        for (n, ch) in channels {
+            self.close_channel(n, ch);
+        }
+        // Deliveries still on their way.
+        self.drain_outbox(true);
+        for q in std::mem::take(&mut self.ctx.exclusive) {
+            if let Some(v) = &self.ctx.vhost {
+                v.delete_queue(&q);
+            }
+        }
+        if let Some(e) = self.ctx.entry.take() {
+            self.ctx
+                .shared
+                .connections
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&e.id);
+        }
+    }
+
+    /// The socket is gone: release whatever the close handshake did not.
+    fn teardown(&mut self) {
+        self.flush_publishes();
+        self.release_all();
+        tracing::debug!(id = self.ctx.id, "connection finished");
+    }
+
+    /// A channel is gone: its consumers are cancelled, its unsettled deliveries requeued.
+    fn close_channel(&mut self, number: u16, mut ch: Channel) {
+        for (_, c) in ch.consumers.drain() {
+            self.ctx.cancel_in_queue(&c);
+        }
+        if let Some((_, key)) = ch.reply_consumer.take() {
+            self.ctx
+                .shared
+                .reply_to
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        }
+        let mut pending = Vec::new();
+        ch.unacked.drain(&mut pending);
+        if let Mode::Tx(tx) = &mut ch.mode {
+            for s in tx.settlements.drain(..) {
+                pending.extend(s.deliveries.into_iter().map(|(_, d)| d));
+            }
+        }
+        settle_by_queue(pending.into_iter().map(|d| (d, Outcome::Requeue)));
+        // Deliveries in the outbox for this channel go back too.
+        self.requeue_outbox_for(number);
+    }
+
+    fn requeue_outbox_for(&mut self, number: u16) {
+        let mut items = VecDeque::new();
+        self.ctx.outbox.take(usize::MAX, &mut items);
+        for item in items {
+            match item {
+                Outgoing::Deliver {
+                    channel,
+                    consumer,
+                    queue,
+                    entry,
+                    ..
+                } if channel == number => {
+                    let mut s = queue.lock();
+                    if !s.deleted {
+                        s.queue.settle([Settlement {
+                            consumer: Some(consumer),
+                            entry,
+                            outcome: Outcome::Requeue,
+                        }]);
+                        queue.deliver(&mut s);
+                    }
+                }
+                Outgoing::Cancelled { channel, .. } | Outgoing::Reply { channel, .. }
+                    if channel == number => {}
+                other => self.incoming.push_back(other),
+            }
+        }
+    }
+
+    /// Moves deliveries from the outbox to the socket's write buffer, as room allows
+    /// (`force`: all of them, for a cancel or close that must come after them).
+    fn drain_outbox(&mut self, force: bool) {
+        loop {
+            if !force && self.ctx.codec.write_buffer().len() > WRITE_HIGH {
+                break;
+            }
+            if self.incoming.is_empty() {
+                self.ctx.outbox.take(256, &mut self.incoming);
+            }
+            let Some(item) = self.incoming.pop_front() else {
+                break;
+            };
+            self.emit(item);
+        }
+        if self.ctx.outbox.len() < Outbox::LIMIT / 2 && self.ctx.outbox.take_starved() {
+            // Queues held deliveries back while the outbox was full: ask again.
+            for ch in self.channels.values() {
+                for c in ch.consumers.values() {
+                    let mut s = c.queue.lock();
+                    s.queue.resume(c.id);
+                    c.queue.deliver(&mut s);
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self, item: Outgoing) {
+        match item {
+            Outgoing::Deliver {
+                channel,
+                consumer,
+                tag,
+                no_ack,
+                queue,
+                entry,
+            } => {
+                let live = self.ctx.codec.is_channel_open(channel)
+                    && self.channels.get(&channel).is_some_and(|ch| {
+                        ch.consumers
+                            .get(&tag)
+                            .is_some_and(|c| c.id == consumer && Arc::ptr_eq(&c.queue, &queue))
+                    });
+                let Some(ch) = self.channels.get_mut(&channel).filter(|_| live) else {
+                    // The consumer went while this was on its way: back to the queue.
+                    let mut s = queue.lock();
+                    if !s.deleted {
+                        s.queue.settle([Settlement {
+                            consumer: Some(consumer),
+                            entry,
+                            outcome: Outcome::Requeue,
+                        }]);
+                        queue.deliver(&mut s);
+                    }
+                    return;
+                };
+                let message = entry.message.clone();
+                let redelivered = entry.redelivered();
+                let delivery_tag = if no_ack {
+                    ch.unacked.next_untracked()
+                } else {
+                    ch.unacked.track(Pending {
+                        queue,
+                        consumer: Some(consumer),
+                        entry,
+                    })
+                };
+                let deliver = BasicDeliver {
+                    consumer_tag: tag,
+                    delivery_tag,
+                    redelivered,
+                    exchange: message.exchange.clone(),
+                    routing_key: message.routing_key.clone(),
+                };
+                self.ctx.codec.send_content(
+                    channel,
+                    &deliver.into(),
+                    &message.properties,
+                    &message.body,
+                );
+                self.ctx
+                    .shared
+                    .counters
+                    .delivered
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Outgoing::Cancelled { channel, tag } => {
+                if let Some(ch) = self.channels.get_mut(&channel) {
+                    if ch.consumers.remove(&tag).is_some() {
+                        self.ctx.listing_dirty = true;
+                        if self.ctx.codec.client_has_capability("consumer_cancel_notify") {
+                            let cancel = BasicCancel {
+                                consumer_tag: tag,
+                                nowait: true,
+                            };
+                            self.ctx.codec.send_method(channel, &cancel.into());
+                        }
+                    }
+                }
+            }
+            Outgoing::Reply {
+                channel,
+                tag,
+                message,
+            } => {
+                if let Some(ch) = self.channels.get_mut(&channel) {
+                    if ch.reply_consumer.as_ref().is_some_and(|(t, _)| *t == tag) {
+                        let delivery_tag = ch.unacked.next_untracked();
+                        let deliver = BasicDeliver {
+                            consumer_tag: tag,
+                            delivery_tag,
+                            redelivered: false,
+                            exchange: message.exchange.clone(),
+                            routing_key: message.routing_key.clone(),
+                        };
+                        self.ctx.codec.send_content(
+                            channel,
+                            &deliver.into(),
+                            &message.properties,
+                            &message.body,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the confirms that are due, folded into `multiple` replies.
+    fn send_confirms(&mut self) {
+        let mut confirmed = 0;
+        for (n, ch) in self.channels.iter_mut() {
+            let Some(c) = ch.mode.confirms() else {
+                continue;
+            };
+            while let Some(reply) = c.poll() {
+                let method: Method = if reply.ack {
+                    BasicAck {
+                        delivery_tag: reply.tag,
+                        multiple: reply.multiple,
+                    }
+                    .into()
+                } else {
+                    BasicNack {
+                        delivery_tag: reply.tag,
+                        multiple: reply.multiple,
+                        requeue: false,
+                    }
+                    .into()
+                };
+                self.ctx.codec.send_method(*n, &method);
+                confirmed += 1;
+            }
+        }
+        if confirmed > 0 {
+            self.ctx
+                .shared
+                .counters
+                .confirmed
+                .fetch_add(confirmed, Ordering::Relaxed);
+        }
+    }
+
+    /// Enqueues the routed publishes: one lock per queue per batch.
+    fn flush_publishes(&mut self) {
+        if self.ctx.batch.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.ctx.batch);
+        enqueue(&mut batch);
+        self.ctx.batch = batch;
+    }
+
+    fn command(&mut self, number: u16, method: Method) -> Result<(), AmqpException> {
+        let Some(ch) = self.channels.get_mut(&number) else {
+            return Ok(());
+        };
+        let ctx = &mut self.ctx;
+        ctx.listing_dirty = true;
+        match method {
+            Method::ChannelFlow(f) => {
+                if !f.active {
+                    return Err(AmqpException::connection(
+                        ReplyCode::NotImplemented,
+                        "active=false",
+                    ));
+                }
+                ctx.codec
+                    .send_method(number, &ChannelFlowOk { active: true }.into());
+            }
+            Method::ChannelFlowOk(_) => {}
+            Method::ExchangeDeclare(m) => {
+                let vhost = ctx.vhost()?;
+                if m.passive {
+                    vhost.read().topology.check_exchange(&m.exchange).map_err(|e| e.exception())?;
+                } else {
+                    if !m.exchange.is_empty() {
+                        ctx.check(ch, Access::Configure, ResourceKind::Exchange, &m.exchange)?;
+                    }
+                    let spec = ExchangeSpec {
+                        name: m.exchange.clone(),
+                        kind: m.kind.clone(),
+                        durable: m.durable,
+                        auto_delete: m.auto_delete,
+                        internal: m.internal,
+                        arguments: m.arguments.clone(),
+                    };
+                    vhost
+                        .write()
+                        .topology
+                        .declare_exchange(spec)
+                        .map_err(|e| e.exception())?;
+                }
+                if !m.nowait {
+                    ctx.codec
+                        .send_method(number, &ExchangeDeclareOk::default().into());
+                }
+            }
+            Method::ExchangeDelete(m) => {
+                let vhost = ctx.vhost()?;
+                if !m.exchange.is_empty() && !m.exchange.as_bytes().starts_with(b"amq.") {
+                    ctx.check(ch, Access::Configure, ResourceKind::Exchange, &m.exchange)?;
+                }
+                vhost
+                    .write()
+                    .topology
+                    .delete_exchange(&m.exchange, m.if_unused)
+                    .map_err(|e| e.exception())?;
+                if !m.nowait {
+                    ctx.codec
+                        .send_method(number, &ExchangeDeleteOk::default().into());
+                }
+            }
+            Method::ExchangeBind(m) => {
+                let spec = BindingSpec::exchange(
+                    m.source.clone(),
+                    m.destination.clone(),
+                    m.routing_key.clone(),
+                )
+                .with_arguments(m.arguments.clone());
+                ctx.bind(ch, &spec, true)?;
+                if !m.nowait {
+                    ctx.codec.send_method(number, &ExchangeBindOk::default().into());
+                }
+            }
+            Method::ExchangeUnbind(m) => {
+                let spec = BindingSpec::exchange(
+                    m.source.clone(),
+                    m.destination.clone(),
+                    m.routing_key.clone(),
+                )
+                .with_arguments(m.arguments.clone());
+                ctx.bind(ch, &spec, false)?;
+                if !m.nowait {
+                    ctx.codec
+                        .send_method(number, &ExchangeUnbindOk::default().into());
+                }
+            }
+            Method::QueueDeclare(m) => {
+                let reply = ctx.declare_queue(ch, &m)?;
+                if !m.nowait {
+                    ctx.codec.send_method(number, &reply.into());
+                }
+            }
+            Method::QueueBind(m) => {
+                let queue = ctx.queue_name(ch, &m.queue)?;
+                let spec = BindingSpec::queue(m.exchange.clone(), queue, m.routing_key.clone())
+                    .with_arguments(m.arguments.clone());
+                ctx.bind(ch, &spec, true)?;
+                if !m.nowait {
+                    ctx.codec.send_method(number, &QueueBindOk::default().into());
+                }
+            }
+            Method::QueueUnbind(m) => {
+                let queue = ctx.queue_name(ch, &m.queue)?;
+                let spec = BindingSpec::queue(m.exchange.clone(), queue, m.routing_key.clone())
+                    .with_arguments(m.arguments.clone());
+                ctx.bind(ch, &spec, false)?;
+                ctx.codec.send_method(number, &QueueUnbindOk::default().into());
+            }
+            Method::QueuePurge(m) => {
+                let name = ctx.queue_name(ch, &m.queue)?;
+                ctx.check(ch, Access::Read, ResourceKind::Queue, &name)?;
+                let cell = ctx.find_queue(&name)?;
+                let n = cell.lock().queue.purge();
+                if !m.nowait {
+                    let ok = QueuePurgeOk {
+                        message_count: n.min(u64::from(u32::MAX)) as u32,
+                    };
+                    ctx.codec.send_method(number, &ok.into());
+                }
+            }
+            Method::QueueDelete(m) => {
+                let name = ctx.queue_name(ch, &m.queue)?;
+                ctx.check(ch, Access::Configure, ResourceKind::Queue, &name)?;
+                let vhost = ctx.vhost()?;
+                let cell = vhost.read().queue_named(&name).cloned();
+                let n = match cell {
+                    None => 0,
+                    Some(cell) => {
+                        ctx.check_owner(&cell)?;
+                        {
+                            let s = cell.lock();
+                            if m.if_unused && s.queue.consumer_count() > 0 {
+                                return Err(declare::in_use(&name, &vhost.name));
+                            }
+                            if m.if_empty && !s.queue.is_empty() {
+                                return Err(declare::not_empty(&name, &vhost.name));
+                            }
+                        }
+                        ctx.exclusive.retain(|q| !Arc::ptr_eq(q, &cell));
+                        vhost.delete_queue(&cell).unwrap_or(0)
+                    }
+                };
+                if !m.nowait {
+                    let ok = QueueDeleteOk {
+                        message_count: n.min(u64::from(u32::MAX)) as u32,
+                    };
+                    ctx.codec.send_method(number, &ok.into());
+                }
+            }
+            Method::BasicQos(m) => {
+                check_qos(m.prefetch_size)?;
+                if m.global {
+                    if ch.credit.set_limit(u32::from(m.prefetch_count)) {
+                        resume_channel(ch);
+                    }
+                } else {
+                    ch.prefetch = m.prefetch_count;
+                }
+                ctx.codec.send_method(number, &BasicQosOk::default().into());
+            }
+            Method::BasicConsume(m) => {
+                let (tag, queue) = ctx.consume(number, ch, &m)?;
+                if !m.nowait {
+                    ctx.codec
+                        .send_method(number, &BasicConsumeOk { consumer_tag: tag }.into());
+                }
+                // Deliveries for the new consumer come after its consume-ok.
+                if let Some(q) = queue {
+                    let mut s = q.lock();
+                    q.deliver(&mut s);
+                }
+            }
+            Method::BasicCancel(m) => {
+                // Deliveries already on their way go out before the cancel-ok.
+                self.drain_outbox(true);
+                let Some(ch) = self.channels.get_mut(&number) else {
+                    return Ok(());
+                };
+                if let Some(c) = ch.consumers.remove(&m.consumer_tag) {
+                    self.ctx.cancel_in_queue(&c);
+                    self.drain_outbox(true);
+                } else if ch
+                    .reply_consumer
+                    .as_ref()
+                    .is_some_and(|(t, _)| *t == m.consumer_tag)
+                {
+                    if let Some((_, key)) = ch.reply_consumer.take() {
+                        self.ctx
+                            .shared
+                            .reply_to
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&key);
+                    }
+                }
+                if !m.nowait {
+                    let ok = BasicCancelOk {
+                        consumer_tag: m.consumer_tag,
+                    };
+                    self.ctx.codec.send_method(number, &ok.into());
+                }
+            }
+            Method::BasicGet(m) => {
+                let name = ctx.queue_name(ch, &m.queue)?;
+                ctx.check(ch, Access::Read, ResourceKind::Queue, &name)?;
+                let cell = ctx.find_queue(&name)?;
+                ctx.check_owner(&cell)?;
+                let got = {
+                    let mut s = cell.lock();
+                    let got = s.queue.get(m.no_ack);
+                    if got.is_some() {
+                        s.counters.delivered += 1;
+                    }
+                    got
+                };
+                match got {
+                    None => ctx
+                        .codec
+                        .send_method(number, &BasicGetEmpty::default().into()),
+                    Some((entry, left)) => {
+                        let message = entry.message.clone();
+                        let redelivered = entry.redelivered();
+                        let delivery_tag = if m.no_ack {
+                            ch.unacked.next_untracked()
+                        } else {
+                            ch.unacked.track(Pending {
+                                queue: cell,
+                                consumer: None,
+                                entry,
+                            })
+                        };
+                        let ok = BasicGetOk {
+                            delivery_tag,
+                            redelivered,
+                            exchange: message.exchange.clone(),
+                            routing_key: message.routing_key.clone(),
+                            message_count: left.min(u64::from(u32::MAX)) as u32,
+                        };
+                        ctx.codec
+                            .send_content(number, &ok.into(), &message.properties, &message.body);
+                        ctx.shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Method::BasicAck(m) => {
+                ctx.settle(ch, m.delivery_tag, m.multiple, Outcome::Ack, &mut self.settle_buf)?
+            }
+            Method::BasicReject(m) => ctx.settle(
+                ch,
+                m.delivery_tag,
+                false,
+                if m.requeue {
+                    Outcome::Requeue
+                } else {
+                    Outcome::Discard
+                },
+                &mut self.settle_buf,
+            )?,
+            Method::BasicNack(m) => ctx.settle(
+                ch,
+                m.delivery_tag,
+                m.multiple,
+                if m.requeue {
+                    Outcome::Requeue
+                } else {
+                    Outcome::Discard
+                },
+                &mut self.settle_buf,
+            )?,
+            Method::BasicRecover(m) => {
+                ctx.recover(ch, m.requeue)?;
+                ctx.codec.send_method(number, &BasicRecoverOk::default().into());
+            }
+            Method::BasicRecoverAsync(m) => ctx.recover(ch, m.requeue)?,
+            Method::ConfirmSelect(m) => {
+                ch.mode.select_confirm()?;
+                if !m.nowait {
+                    ctx.codec
+                        .send_method(number, &ConfirmSelectOk::default().into());
+                }
+            }
+            Method::TxSelect(_) => {
+                ch.mode.select_tx()?;
+                ctx.codec.send_method(number, &TxSelectOk::default().into());
+            }
+            Method::TxCommit(_) => {
+                let tx = ch.mode.commit()?;
+                for p in tx.publishes {
+                    for q in p.queues {
+                        ctx.batch.push((q, p.message.clone()));
+                    }
+                }
+                let mut batch = std::mem::take(&mut ctx.batch);
+                enqueue(&mut batch);
+                ctx.batch = batch;
+                for s in tx.settlements {
+                    ctx.apply_settlements(ch, s.deliveries.into_iter().map(|(_, d)| d), s.outcome);
+                }
+                ctx.codec.send_method(number, &TxCommitOk::default().into());
+            }
+            Method::TxRollback(_) => {
+                let tx = ch.mode.rollback()?;
+                for s in tx.settlements {
+                    ch.unacked.restore(s.deliveries);
+                }
+                ctx.codec.send_method(number, &TxRollbackOk::default().into());
+            }
+            other => {
+                return Err(AmqpException::connection(
+                    ReplyCode::CommandInvalid,
+                    format!("unimplemented method {}", other.name()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Puts a channel's consumers back in their queues' rotations (its channel-wide credit came
+/// back) and delivers.
+fn resume_channel(ch: &Channel) {
+    for c in ch.consumers.values() {
+        let mut s = c.queue.lock();
+        s.queue.resume(c.id);
+        c.queue.deliver(&mut s);
+    }
+}
+
+/// Enqueues `(queue, message)` pairs, grouped by queue (each queue keeps the batch's order),
+/// then lets each queue deliver once.
+fn enqueue(batch: &mut Vec<(Arc<QueueCell>, Arc<Message>)>) {
+    batch.sort_by_key(|(q, _)| Arc::as_ptr(q) as usize);
+    let mut i = 0;
+    while let Some((cell, _)) = batch.get(i) {
+        let cell = cell.clone();
+        let mut s = cell.lock();
+        let mut n = 0;
+        while let Some((q, m)) = batch.get(i) {
+            if !Arc::ptr_eq(q, &cell) {
+                break;
+            }
+            if !s.deleted {
+                s.queue.publish(m.clone());
+                n += 1;
+            }
+            i += 1;
+        }
+        s.counters.published += n;
+        cell.deliver(&mut s);
+    }
+    batch.clear();
+}
+
+/// Hands settled deliveries back to their queues, one lock per queue.
+fn settle_by_queue(items: impl Iterator<Item = (Delivery, Outcome)>) {
+    let mut items: Vec<(Delivery, Outcome)> = items.collect();
+    items.sort_by_key(|(d, _)| (Arc::as_ptr(&d.queue) as usize, d.entry.offset));
+    let mut iter = items.into_iter().peekable();
+    while let Some((first, outcome)) = iter.next() {
+        let cell = first.queue.clone();
+        let mut s = cell.lock();
+        let mut acked = 0;
+        let mut requeued = 0;
+        let mut batch = vec![(first, outcome)];
+        while let Some((d, _)) = iter.peek() {
+            if !Arc::ptr_eq(&d.queue, &cell) {
+                break;
+            }
+            if let Some(x) = iter.next() {
+                batch.push(x);
+            }
+        }
+        if s.deleted {
+            continue;
+        }
+        s.queue.settle(batch.into_iter().map(|(d, outcome)| {
+            match outcome {
+                Outcome::Ack => acked += 1,
+                Outcome::Requeue => requeued += 1,
+                Outcome::Discard => {}
+            }
+            Settlement {
+                consumer: d.consumer,
+                entry: d.entry,
+                outcome,
+            }
+        }));
+        s.counters.acked += acked;
+        s.counters.requeued += requeued;
+        cell.deliver(&mut s);
+    }
+}
+
+impl Ctx {
+    fn vhost(&self) -> Result<Arc<Vhost>, AmqpException> {
+        self.vhost.clone().ok_or_else(|| {
+            AmqpException::connection(ReplyCode::InternalError, "no virtual host open")
+        })
+    }
+
+    fn vhost_name(&self) -> &str {
+        self.vhost.as_ref().map(|v| v.name.as_str()).unwrap_or("")
+    }
+
+    /// A permission check, remembered per channel once it passes.
+    fn check(
+        &self,
+        ch: &mut Channel,
+        access: Access,
+        kind: ResourceKind,
+        name: &ShortStr,
+    ) -> Result<(), AmqpException> {
+        if ch
+            .allowed
+            .iter()
+            .any(|(a, k, n)| *a == access && *k == kind && n == name)
+        {
+            return Ok(());
+        }
+        let Some(p) = &self.permissions else {
+            return Err(AmqpException::connection(
+                ReplyCode::InternalError,
+                "no permissions",
+            ));
+        };
+        auth::check(p, &self.user, self.vhost_name(), access, kind, name.as_bytes())?;
+        if ch.allowed.len() >= 64 {
+            ch.allowed.remove(0);
+        }
+        ch.allowed.push((access, kind, name.clone()));
+        Ok(())
+    }
+
+    /// The queue name a command means: `""` is the channel's last declared queue.
+    fn queue_name(&self, ch: &Channel, name: &ShortStr) -> Result<ShortStr, AmqpException> {
+        if !name.is_empty() {
+            return Ok(name.clone());
+        }
+        ch.last_queue.clone().ok_or_else(declare::no_previous_queue)
+    }
+
+    fn find_queue(&self, name: &ShortStr) -> Result<Arc<QueueCell>, AmqpException> {
+        let vhost = self.vhost()?;
+        let cell = vhost
+            .read()
+            .queue_named(name)
+            .cloned()
+            .ok_or_else(|| declare::not_found(name, &vhost.name))?;
+        Ok(cell)
+    }
+
+    /// An exclusive queue may be used only by the connection that declared it (405).
+    fn check_owner(&self, cell: &QueueCell) -> Result<(), AmqpException> {
+        match cell.exclusive_owner {
+            Some(owner) if owner != self.id => Err(declare::locked(&cell.name, &cell.vhost)),
+            _ => Ok(()),
+        }
+    }
+
+    fn declare_queue(
+        &mut self,
+        ch: &mut Channel,
+        m: &warren_amqp_codec::QueueDeclare,
+    ) -> Result<QueueDeclareOk, AmqpException> {
+        let vhost = self.vhost()?;
+        let requested = QueueDecl {
+            durable: m.durable,
+            exclusive: m.exclusive,
+            auto_delete: m.auto_delete,
+            arguments: m.arguments.clone(),
+        };
+        let name = if m.queue.is_empty() && !m.passive {
+            random_name("amq.gen-")
+        } else {
+            m.queue.clone()
+        };
+        let name = if name.is_empty() {
+            self.queue_name(ch, &name)?
+        } else {
+            name
+        };
+        let cell = if m.passive {
+            let cell = self.find_queue(&name)?;
+            self.check_owner(&cell)?;
+            cell
+        } else {
+            if !m.queue.is_empty() {
+                declare::check_name(&name)?;
+            }
+            self.check(ch, Access::Configure, ResourceKind::Queue, &name)?;
+            let mut state = vhost.write();
+            match state.queue_named(&name).cloned() {
+                Some(cell) => {
+                    drop(state);
+                    self.check_owner(&cell)?;
+                    let current = QueueDecl {
+                        durable: cell.durable,
+                        exclusive: cell.exclusive_owner.is_some(),
+                        auto_delete: cell.auto_delete,
+                        arguments: cell.arguments.clone(),
+                    };
+                    declare::check_equivalent(&current, &requested, &name, &vhost.name)?;
+                    cell
+                }
+                None => {
+                    let cell = Arc::new(QueueCell::new(
+                        name.clone(),
+                        &vhost.name,
+                        m.durable,
+                        m.auto_delete,
+                        m.exclusive.then_some(self.id),
+                        m.arguments.clone(),
+                    ));
+                    state.insert_queue(cell.clone());
+                    drop(state);
+                    if m.exclusive {
+                        self.exclusive.push(cell.clone());
+                    }
+                    tracing::debug!(id = self.id, queue = %name, vhost = %vhost.name, "queue declared");
+                    cell
+                }
+            }
+        };
+        let (messages, consumers) = {
+            let s = cell.lock();
+            (s.queue.message_count(), s.queue.consumer_count())
+        };
+        ch.last_queue = Some(cell.name.clone());
+        Ok(QueueDeclareOk {
+            queue: cell.name.clone(),
+            message_count: messages.min(u64::from(u32::MAX)) as u32,
+            consumer_count: consumers,
+        })
+    }
+
+    /// `queue.bind`/`unbind` and `exchange.bind`/`unbind`: write on the destination, read on
+    /// the source, then the topology's checks; a queue must not be another connection's
+    /// exclusive queue.
+    fn bind(&self, ch: &mut Channel, spec: &BindingSpec, bind: bool) -> Result<(), AmqpException> {
+        let vhost = self.vhost()?;
+        let (kind, dest) = match &spec.destination {
+            DestinationName::Queue(q) => (ResourceKind::Queue, q),
+            DestinationName::Exchange(x) => (ResourceKind::Exchange, x),
+        };
+        self.check(ch, Access::Write, kind, dest)?;
+        self.check(ch, Access::Read, ResourceKind::Exchange, &spec.source)?;
+        let mut state = vhost.write();
+        if let DestinationName::Queue(q) = &spec.destination {
+            if let Some(cell) = state.queue_named(q) {
+                self.check_owner(cell)?;
+            }
+        }
+        if bind {
+            state.topology.bind(spec).map_err(|e| e.exception())?;
+        } else {
+            state.topology.unbind(spec).map_err(|e| e.exception())?;
+        }
+        Ok(())
+    }
+
+    fn consume(
+        &mut self,
+        number: u16,
+        ch: &mut Channel,
+        m: &warren_amqp_codec::BasicConsume,
+    ) -> Result<(ShortStr, Option<Arc<QueueCell>>), AmqpException> {
+        let tag = if m.consumer_tag.is_empty() {
+            random_name("amq.ctag-")
+        } else {
+            m.consumer_tag.clone()
+        };
+        if ch.consumers.contains_key(&tag)
+            || ch.reply_consumer.as_ref().is_some_and(|(t, _)| *t == tag)
+        {
+            return Err(declare::reused_tag(&tag));
+        }
+        if m.queue.as_bytes() == REPLY_TO {
+            if !m.no_ack {
+                return Err(precondition("reply consumer cannot acknowledge"));
+            }
+            let key = random_name("").as_bytes().to_vec();
+            self.shared
+                .reply_to
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    key.clone(),
+                    ReplyTarget {
+                        outbox: self.outbox.clone(),
+                        channel: number,
+                        tag: tag.clone(),
+                    },
+                );
+            ch.reply_consumer = Some((tag.clone(), key));
+            return Ok((tag, None));
+        }
+        let name = self.queue_name(ch, &m.queue)?;
+        self.check(ch, Access::Read, ResourceKind::Queue, &name)?;
+        let cell = self.find_queue(&name)?;
+        self.check_owner(&cell)?;
+        let spec = ConsumerSpec {
+            no_ack: m.no_ack,
+            exclusive: m.exclusive,
+            prefetch: ch.prefetch,
+            recipient: ConsumerLink {
+                outbox: self.outbox.clone(),
+                channel: number,
+                tag: tag.clone(),
+                credit: ch.credit.clone(),
+            },
+        };
+        let id = cell.lock().queue.add_consumer(spec).map_err(|e| match e {
+            ConsumeError::ExclusiveInUse => declare::exclusive_use(&name, &cell.vhost),
+        })?;
+        ch.consumers.insert(
+            tag.clone(),
+            ChannelConsumer {
+                queue: cell.clone(),
+                id,
+            },
+        );
+        Ok((tag, Some(cell)))
+    }
+
+    /// Removes a consumer from its queue; an auto-delete queue left without consumers goes.
+    fn cancel_in_queue(&self, c: &ChannelConsumer) {
+        let removed = c.queue.lock().queue.remove_consumer(c.id);
+        if removed.is_some_and(|r| r.auto_delete_now) {
+            if let Some(v) = &self.vhost {
+                if c.queue.lock().queue.consumer_count() == 0 {
+                    v.delete_queue(&c.queue);
+                }
+            }
+        }
+    }
+
+    fn publish(
+        &mut self,
+        number: u16,
+        ch: &mut Channel,
+        p: warren_amqp_codec::BasicPublish,
+        content: Content,
+    ) -> Result<(), AmqpException> {
+        if p.immediate {
+            return Err(AmqpException::connection(
+                ReplyCode::NotImplemented,
+                "immediate=true",
+            ));
+        }
+        self.check(ch, Access::Write, ResourceKind::Exchange, &p.exchange)?;
+        let mut properties = content.header.properties;
+        if let Some(uid) = &properties.user_id {
+            if uid.as_bytes() != self.user.as_bytes() {
+                return Err(precondition(format!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    String::from_utf8_lossy(uid.as_bytes()),
+                    self.user
+                )));
+            }
+        }
+        if let Some(reply_to) = &properties.reply_to {
+            if reply_to.as_bytes() == REPLY_TO {
+                let Some((_, key)) = &ch.reply_consumer else {
+                    return Err(precondition("fast reply consumer does not exist"));
+                };
+                let mut full = REPLY_TO.to_vec();
+                full.push(b'.');
+                full.extend_from_slice(key);
+                properties.reply_to = ShortStr::from_bytes(full).ok();
+            }
+        }
+        let vhost = self.vhost()?;
+        let mut routed = std::mem::take(&mut self.routed);
+        let result = {
+            let state = vhost.read();
+            let r = state
+                .topology
+                .route(p.exchange.as_bytes(), p.routing_key.as_bytes(), &properties, &mut routed);
+            r.map(|()| {
+                routed
+                    .queues()
+                    .iter()
+                    .filter_map(|id| state.queue(*id).cloned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let queues = match result {
+            Ok(q) => q,
+            Err(e) => {
+                self.routed = routed;
+                return Err(e.exception());
+            }
+        };
+        strip_bcc(&mut properties);
+        let message = Message::new(
+            p.exchange,
+            p.routing_key,
+            properties,
+            content.body,
+            &self.shared.gauge,
+        );
+        self.published += 1;
+        // Direct replies go straight to the requester's connection.
+        let mut replied = false;
+        if !routed.reply_to().is_empty() {
+            let targets = self.shared.reply_to.lock().unwrap_or_else(|e| e.into_inner());
+            for key in routed.reply_to() {
+                let suffix = key.get(REPLY_TO.len() + 1..).unwrap_or_default();
+                if let Some(t) = targets.get(suffix) {
+                    t.outbox.push(Outgoing::Reply {
+                        channel: t.channel,
+                        tag: t.tag.clone(),
+                        message: message.clone(),
+                    });
+                    replied = true;
+                }
+            }
+        }
+        self.routed = routed;
+        let counters = &self.shared.counters;
+        if queues.is_empty() && !replied {
+            counters.unroutable.fetch_add(1, Ordering::Relaxed);
+            if p.mandatory {
+                let ret = BasicReturn {
+                    reply_code: ReplyCode::NoRoute.code(),
+                    reply_text: ShortStr::from_static("NO_ROUTE"),
+                    exchange: message.exchange.clone(),
+                    routing_key: message.routing_key.clone(),
+                };
+                self.codec
+                    .send_content(number, &ret.into(), &message.properties, &message.body);
+                counters.returned.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            counters.routed.fetch_add(1, Ordering::Relaxed);
+        }
+        match &mut ch.mode {
+            Mode::Tx(tx) => tx.publishes.push(TxPublish { queues, message }),
+            Mode::Confirm(c) => {
+                let seq = c.publish();
+                for q in queues {
+                    self.batch.push((q, message.clone()));
+                }
+                // In memory, a message is confirmed once enqueued; the reply goes out after
+                // this batch is enqueued.
+                c.settle(seq, true);
+            }
+            Mode::Plain => {
+                for q in queues {
+                    self.batch.push((q, message.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `basic.ack`/`nack`/`reject`.
+    fn settle(
+        &mut self,
+        ch: &mut Channel,
+        tag: u64,
+        multiple: bool,
+        outcome: Outcome,
+        buf: &mut Vec<Delivery>,
+    ) -> Result<(), AmqpException> {
+        if let Mode::Tx(tx) = &mut ch.mode {
+            let mut deliveries = Vec::new();
+            ch.unacked.settle_tagged(tag, multiple, &mut deliveries)?;
+            tx.settlements.push(TxSettle {
+                deliveries,
+                outcome,
+            });
+            return Ok(());
+        }
+        buf.clear();
+        ch.unacked.settle(tag, multiple, buf)?;
+        self.apply_settlements(ch, buf.drain(..), outcome);
+        Ok(())
+    }
+
+    fn apply_settlements(
+        &mut self,
+        ch: &mut Channel,
+        deliveries: impl Iterator<Item = Delivery>,
+        outcome: Outcome,
+    ) {
+        let mut credit = 0u32;
+        let mut n = 0u64;
+        let items: Vec<(Delivery, Outcome)> = deliveries
+            .map(|d| {
+                n += 1;
+                if d.consumer.is_some() {
+                    credit += 1;
+                }
+                (d, outcome)
+            })
+            .collect();
+        if outcome == Outcome::Ack {
+            self.shared.counters.acked.fetch_add(n, Ordering::Relaxed);
+        }
+        settle_by_queue(items.into_iter());
+        if ch.credit.release(credit) {
+            resume_channel(ch);
+        }
+    }
+
+    /// `basic.recover`: every unsettled delivery goes back to its queue, marked redelivered
+    /// (RabbitMQ implements only `requeue=true`).
+    fn recover(&mut self, ch: &mut Channel, requeue: bool) -> Result<(), AmqpException> {
+        if !requeue {
+            return Err(AmqpException::connection(
+                ReplyCode::NotImplemented,
+                "requeue=false",
+            ));
+        }
+        let mut pending = Vec::new();
+        ch.unacked.drain(&mut pending);
+        self.apply_settlements(ch, pending.into_iter(), Outcome::Requeue);
+        Ok(())
+    }
+}
+

@@ -1,0 +1,123 @@
+//! Where queues leave deliveries for a connection, and the handle a queue keeps of each
+//! consumer.
+//!
+//! A queue, run by whichever task touched it, pushes deliveries into the consumer's
+//! connection's outbox and wakes that connection's task once per batch. The connection task
+//! takes them out, numbers them on their channel and writes them. The outbox is bounded: past
+//! [`Outbox::LIMIT`] entries, queues stop delivering to the connection's consumers (they
+//! leave the rotation) until the connection has written enough and resumes them. A client
+//! that does not read its socket therefore holds back only its own deliveries, in its
+//! queues, counted by the memory alarm.
+
+use crate::message::Message;
+use crate::vhost::QueueCell;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+use warren_amqp_codec::ShortStr;
+use warren_queue::channel::ChannelCredit;
+use warren_queue::{ConsumerId, Entry, Recipient};
+
+/// Something for a connection to send.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A message for a consumer.
+    Deliver {
+        channel: u16,
+        consumer: ConsumerId,
+        tag: ShortStr,
+        no_ack: bool,
+        queue: Arc<QueueCell>,
+        entry: Entry<Arc<Message>>,
+    },
+    /// The consumer's queue was deleted: tell the client (`basic.cancel`).
+    Cancelled { channel: u16, tag: ShortStr },
+    /// A direct reply-to message for a `amq.rabbitmq.reply-to` consumer.
+    Reply {
+        channel: u16,
+        tag: ShortStr,
+        message: Arc<Message>,
+    },
+}
+
+/// One connection's inbound deliveries.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    items: Mutex<VecDeque<Outgoing>>,
+    len: AtomicUsize,
+    /// A queue refused a delivery because the outbox was full.
+    starved: AtomicBool,
+    pub(crate) notify: Notify,
+}
+
+impl Outbox {
+    /// Entries past which queues hold deliveries back.
+    pub(crate) const LIMIT: usize = 4096;
+
+    pub(crate) fn push(&self, item: Outgoing) {
+        let was_empty = {
+            let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
+            items.push_back(item);
+            items.len() == 1
+        };
+        self.len.fetch_add(1, Ordering::Release);
+        if was_empty {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Takes up to `max` entries.
+    pub(crate) fn take(&self, max: usize, out: &mut VecDeque<Outgoing>) {
+        let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
+        let n = items.len().min(max);
+        if n == items.len() && out.is_empty() {
+            std::mem::swap(&mut *items, out);
+        } else {
+            out.extend(items.drain(..n));
+        }
+        if items.capacity() > 4 * Self::LIMIT {
+            items.shrink_to(Self::LIMIT);
+        }
+        drop(items);
+        self.len.fetch_sub(n, Ordering::Release);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    fn is_full(&self) -> bool {
+        if self.len() >= Self::LIMIT {
+            self.starved.store(true, Ordering::Release);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether queues held back deliveries since the last call (the caller resumes its
+    /// consumers when it has room again).
+    pub(crate) fn take_starved(&self) -> bool {
+        self.starved.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// A queue's handle on one consumer: the connection's outbox, the channel and its shared
+/// prefetch credit.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerLink {
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) channel: u16,
+    pub(crate) tag: ShortStr,
+    pub(crate) credit: Arc<ChannelCredit>,
+}
+
+impl Recipient for ConsumerLink {
+    fn try_reserve(&self, ack_required: bool) -> bool {
+        if self.outbox.is_full() {
+            return false;
+        }
+        !ack_required || self.credit.try_acquire()
+    }
+}

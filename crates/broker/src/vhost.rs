@@ -1,0 +1,188 @@
+//! Virtual hosts: one routing topology each, and the queues it names.
+
+use crate::message::Message;
+use crate::outbox::{ConsumerLink, Outgoing};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use warren_amqp_codec::{FieldTable, ShortStr};
+use warren_queue::{Queue, QueueConfig, QueueStats};
+use warren_routing::{QueueId, Topology};
+
+/// Counters of one queue, as the handle reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounters {
+    /// Messages enqueued.
+    pub published: u64,
+    /// Messages handed to consumers or `basic.get`.
+    pub delivered: u64,
+    /// Deliveries acknowledged.
+    pub acked: u64,
+    /// Deliveries requeued.
+    pub requeued: u64,
+}
+
+/// A queue's mutable state, behind its lock.
+#[derive(Debug)]
+pub(crate) struct QueueState {
+    pub(crate) queue: Queue<Arc<Message>, ConsumerLink>,
+    pub(crate) counters: QueueCounters,
+    /// Deleted: nothing more goes in; late settlements are ignored.
+    pub(crate) deleted: bool,
+}
+
+/// One queue: what was declared, and its state.
+#[derive(Debug)]
+pub(crate) struct QueueCell {
+    pub(crate) name: ShortStr,
+    pub(crate) vhost: String,
+    pub(crate) durable: bool,
+    pub(crate) auto_delete: bool,
+    /// The connection that declared it exclusive.
+    pub(crate) exclusive_owner: Option<u64>,
+    pub(crate) arguments: FieldTable,
+    state: Mutex<QueueState>,
+}
+
+impl QueueCell {
+    pub(crate) fn new(
+        name: ShortStr,
+        vhost: &str,
+        durable: bool,
+        auto_delete: bool,
+        exclusive_owner: Option<u64>,
+        arguments: FieldTable,
+    ) -> Self {
+        Self {
+            name,
+            vhost: vhost.to_string(),
+            durable,
+            auto_delete,
+            exclusive_owner,
+            arguments,
+            state: Mutex::new(QueueState {
+                queue: Queue::new(QueueConfig { auto_delete }),
+                counters: QueueCounters::default(),
+                deleted: false,
+            }),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands ready messages to consumers (the caller holds the lock).
+    pub(crate) fn deliver(self: &Arc<Self>, state: &mut QueueState) {
+        let n = state.queue.deliver(|consumer, entry| {
+            let link = consumer.recipient();
+            link.outbox.push(Outgoing::Deliver {
+                channel: link.channel,
+                consumer: consumer.id(),
+                tag: link.tag.clone(),
+                no_ack: consumer.no_ack(),
+                queue: self.clone(),
+                entry,
+            });
+        });
+        state.counters.delivered += n as u64;
+    }
+
+    pub(crate) fn stats(&self) -> (QueueStats, QueueCounters) {
+        let s = self.lock();
+        (s.queue.stats(), s.counters)
+    }
+}
+
+/// A virtual host's routing and queues, behind one lock: publishes read it, declarations and
+/// deletions write it.
+#[derive(Debug)]
+pub(crate) struct VhostState {
+    pub(crate) topology: Topology,
+    queues: Vec<Option<Arc<QueueCell>>>,
+}
+
+impl VhostState {
+    pub(crate) fn queue(&self, id: QueueId) -> Option<&Arc<QueueCell>> {
+        self.queues.get(id.0 as usize)?.as_ref()
+    }
+
+    pub(crate) fn queue_named(&self, name: &(impl AsRef<[u8]> + ?Sized)) -> Option<&Arc<QueueCell>> {
+        self.queue(self.topology.queue_id(name.as_ref())?)
+    }
+
+    /// Registers a new queue under its name.
+    pub(crate) fn insert_queue(&mut self, cell: Arc<QueueCell>) {
+        let id = self.topology.declare_queue(&cell.name).id;
+        let i = id.0 as usize;
+        if self.queues.len() <= i {
+            self.queues.resize(i + 1, None);
+        }
+        if let Some(slot) = self.queues.get_mut(i) {
+            *slot = Some(cell);
+        }
+    }
+
+    /// Forgets a queue and its bindings, if `cell` is still the queue of that name.
+    pub(crate) fn remove_queue(&mut self, cell: &Arc<QueueCell>) -> bool {
+        let Some(id) = self.topology.queue_id(cell.name.as_bytes()) else {
+            return false;
+        };
+        if !self.queue(id).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+            return false;
+        }
+        self.topology.delete_queue(id);
+        if let Some(slot) = self.queues.get_mut(id.0 as usize) {
+            *slot = None;
+        }
+        true
+    }
+
+    pub(crate) fn queues(&self) -> impl Iterator<Item = &Arc<QueueCell>> {
+        self.queues.iter().flatten()
+    }
+}
+
+/// A virtual host.
+#[derive(Debug)]
+pub(crate) struct Vhost {
+    pub(crate) name: String,
+    state: RwLock<VhostState>,
+}
+
+impl Vhost {
+    pub(crate) fn new(name: &str, seed: u64) -> Self {
+        Self {
+            name: name.to_string(),
+            state: RwLock::new(VhostState {
+                topology: Topology::new(name, seed),
+                queues: Vec::new(),
+            }),
+        }
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, VhostState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, VhostState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Deletes a queue: unregisters it, then empties it and cancels its consumers (each
+    /// consumer's connection is told). Returns the number of ready messages it held, or `None`
+    /// if it was already gone.
+    pub(crate) fn delete_queue(&self, cell: &Arc<QueueCell>) -> Option<u64> {
+        if !self.write().remove_queue(cell) {
+            return None;
+        }
+        let mut state = cell.lock();
+        state.deleted = true;
+        let n = state.queue.purge();
+        for (_, link) in state.queue.drain_consumers() {
+            link.outbox.push(Outgoing::Cancelled {
+                channel: link.channel,
+                tag: link.tag,
+            });
+        }
+        Some(n)
+    }
+}

@@ -1,0 +1,14 @@
+//! Integration tests for warren-queue: one binary, one module per area.
+//!
+//! The expectations are RabbitMQ 3.x's (classic queues, `rabbit_channel`,
+//! `rabbit_queue_consumers`): where a test pins a reply code or text, it is the one RabbitMQ
+//! sends.
+
+mod common;
+mod confirms;
+mod consumers;
+mod credit;
+mod mode;
+mod model;
+mod settle;
+mod unacked;
