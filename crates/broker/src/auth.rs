@@ -123,7 +123,11 @@ impl Permissions {
 
     /// The patterns as given: configure, write, read.
     pub fn patterns(&self) -> (&str, &str, &str) {
-        (&self.configure.source, &self.write.source, &self.read.source)
+        (
+            &self.configure.source,
+            &self.write.source,
+            &self.read.source,
+        )
     }
 
     fn pattern(&self, access: Access) -> &Regex {
@@ -224,7 +228,11 @@ impl Users {
     }
 
     /// The user's permissions in `vhost`, or RabbitMQ's refusal of the vhost.
-    pub(crate) fn vhost_access(&self, user: &str, vhost: &str) -> Result<Permissions, AmqpException> {
+    pub(crate) fn vhost_access(
+        &self,
+        user: &str,
+        vhost: &str,
+    ) -> Result<Permissions, AmqpException> {
         self.permissions
             .get(&(user.to_string(), vhost.to_string()))
             .cloned()

@@ -120,7 +120,11 @@ impl Shared {
         self.alarm.send_if_modified(|a| {
             if *a != over {
                 if over {
-                    tracing::warn!(used = self.gauge.used(), limit, "memory alarm raised: blocking publishers");
+                    tracing::warn!(
+                        used = self.gauge.used(),
+                        limit,
+                        "memory alarm raised: blocking publishers"
+                    );
                 } else {
                     tracing::info!(used = self.gauge.used(), limit, "memory alarm cleared");
                 }
@@ -301,7 +305,13 @@ impl BrokerBuilder {
             if !vhosts.iter().any(|v| v == "/") {
                 vhosts.push("/".into());
             }
-            permissions.push(("guest".into(), "/".into(), ".*".into(), ".*".into(), ".*".into()));
+            permissions.push((
+                "guest".into(),
+                "/".into(),
+                ".*".into(),
+                ".*".into(),
+                ".*".into(),
+            ));
         }
         let mut plain = self.plain_passwords.clone();
         if self.users.is_empty() {
@@ -347,10 +357,12 @@ impl BrokerBuilder {
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for addr in &self.config.listen {
-            let l = TcpListener::bind(addr).await.map_err(|source| Error::Listen {
-                addr: *addr,
-                source,
-            })?;
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Listen {
+                    addr: *addr,
+                    source,
+                })?;
             let local = l.local_addr().unwrap_or(*addr);
             tracing::info!(%local, "listening for AMQP 0-9-1 connections");
             addrs.push(local);
@@ -441,7 +453,10 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             Ok((socket, peer)) => {
                 if shared.open_connections.load(Ordering::Acquire) >= shared.config.max_connections
                 {
-                    shared.counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .counters
+                        .connections_refused
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%peer, limit = shared.config.max_connections, "connection refused: connection limit reached");
                     drop(socket);
                     continue;

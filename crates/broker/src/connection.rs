@@ -25,11 +25,10 @@ use warren_amqp_codec::connection::{
 };
 use warren_amqp_codec::{
     AmqpException, BasicAck, BasicCancel, BasicCancelOk, BasicConsumeOk, BasicDeliver,
-    BasicGetEmpty, BasicGetOk, BasicNack, BasicQosOk, BasicRecoverOk,
-    BasicReturn, ChannelFlowOk, ConfirmSelectOk, ConnectionUpdateSecretOk, ExchangeBindOk,
-    ExchangeDeclareOk, ExchangeDeleteOk, ExchangeUnbindOk, Method, QueueBindOk,
-    QueueDeclareOk, QueueDeleteOk, QueuePurgeOk, QueueUnbindOk, ReplyCode, ShortStr, TxCommitOk,
-    TxRollbackOk, TxSelectOk,
+    BasicGetEmpty, BasicGetOk, BasicNack, BasicQosOk, BasicRecoverOk, BasicReturn, ChannelFlowOk,
+    ConfirmSelectOk, ConnectionUpdateSecretOk, ExchangeBindOk, ExchangeDeclareOk, ExchangeDeleteOk,
+    ExchangeUnbindOk, Method, QueueBindOk, QueueDeclareOk, QueueDeleteOk, QueuePurgeOk,
+    QueueUnbindOk, ReplyCode, ShortStr, TxCommitOk, TxRollbackOk, TxSelectOk,
 };
 use warren_queue::channel::{ChannelCredit, Mode, Pending, Unacked, check_qos};
 use warren_queue::declare::{self, QueueDecl};
@@ -217,7 +216,11 @@ where
         let want_read = conn.ctx.codec.wants_read()
             && !conn.ctx.blocked
             && out.len() < shared.config.server.max_write_backlog;
-        let deadline = conn.ctx.codec.poll_timeout().map(tokio::time::Instant::from_std);
+        let deadline = conn
+            .ctx
+            .codec
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std);
         let mut rbuf = std::mem::take(conn.ctx.codec.read_buffer());
         if want_read && rbuf.capacity() - rbuf.len() < read_hint / 2 {
             rbuf.reserve(read_hint);
@@ -427,7 +430,11 @@ impl Conn {
                     id: ctx.id,
                     peer: ctx.peer,
                     user: ctx.user.clone(),
-                    vhost: ctx.vhost.as_ref().map(|v| v.name.clone()).unwrap_or_default(),
+                    vhost: ctx
+                        .vhost
+                        .as_ref()
+                        .map(|v| v.name.clone())
+                        .unwrap_or_default(),
                     client_name,
                     connected_at: SystemTime::now(),
                     channels: Default::default(),
@@ -470,7 +477,9 @@ impl Conn {
                     CloseReason::ByServer(e) => {
                         tracing::info!(id = ctx.id, user = %ctx.user, "connection closed: {e}")
                     }
-                    other => tracing::info!(id = ctx.id, peer = ?ctx.peer, "connection ended: {other:?}"),
+                    other => {
+                        tracing::info!(id = ctx.id, peer = ?ctx.peer, "connection ended: {other:?}")
+                    }
                 }
                 self.release_all();
             }
@@ -653,7 +662,11 @@ impl Conn {
                 if let Some(ch) = self.channels.get_mut(&channel) {
                     if ch.consumers.remove(&tag).is_some() {
                         self.ctx.listing_dirty = true;
-                        if self.ctx.codec.client_has_capability("consumer_cancel_notify") {
+                        if self
+                            .ctx
+                            .codec
+                            .client_has_capability("consumer_cancel_notify")
+                        {
                             let cancel = BasicCancel {
                                 consumer_tag: tag,
                                 nowait: true,
@@ -756,7 +769,11 @@ impl Conn {
             Method::ExchangeDeclare(m) => {
                 let vhost = ctx.vhost()?;
                 if m.passive {
-                    vhost.read().topology.check_exchange(&m.exchange).map_err(|e| e.exception())?;
+                    vhost
+                        .read()
+                        .topology
+                        .check_exchange(&m.exchange)
+                        .map_err(|e| e.exception())?;
                 } else {
                     if !m.exchange.is_empty() {
                         ctx.check(ch, Access::Configure, ResourceKind::Exchange, &m.exchange)?;
@@ -804,7 +821,8 @@ impl Conn {
                 .with_arguments(m.arguments.clone());
                 ctx.bind(ch, &spec, true)?;
                 if !m.nowait {
-                    ctx.codec.send_method(number, &ExchangeBindOk::default().into());
+                    ctx.codec
+                        .send_method(number, &ExchangeBindOk::default().into());
                 }
             }
             Method::ExchangeUnbind(m) => {
@@ -832,7 +850,8 @@ impl Conn {
                     .with_arguments(m.arguments.clone());
                 ctx.bind(ch, &spec, true)?;
                 if !m.nowait {
-                    ctx.codec.send_method(number, &QueueBindOk::default().into());
+                    ctx.codec
+                        .send_method(number, &QueueBindOk::default().into());
                 }
             }
             Method::QueueUnbind(m) => {
@@ -840,7 +859,8 @@ impl Conn {
                 let spec = BindingSpec::queue(m.exchange.clone(), queue, m.routing_key.clone())
                     .with_arguments(m.arguments.clone());
                 ctx.bind(ch, &spec, false)?;
-                ctx.codec.send_method(number, &QueueUnbindOk::default().into());
+                ctx.codec
+                    .send_method(number, &QueueUnbindOk::default().into());
             }
             Method::QueuePurge(m) => {
                 let name = ctx.queue_name(ch, &m.queue)?;
@@ -972,15 +992,26 @@ impl Conn {
                             routing_key: message.routing_key.clone(),
                             message_count: left.min(u64::from(u32::MAX)) as u32,
                         };
-                        ctx.codec
-                            .send_content(number, &ok.into(), &message.properties, &message.body);
-                        ctx.shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                        ctx.codec.send_content(
+                            number,
+                            &ok.into(),
+                            &message.properties,
+                            &message.body,
+                        );
+                        ctx.shared
+                            .counters
+                            .delivered
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
-            Method::BasicAck(m) => {
-                ctx.settle(ch, m.delivery_tag, m.multiple, Outcome::Ack, &mut self.settle_buf)?
-            }
+            Method::BasicAck(m) => ctx.settle(
+                ch,
+                m.delivery_tag,
+                m.multiple,
+                Outcome::Ack,
+                &mut self.settle_buf,
+            )?,
             Method::BasicReject(m) => ctx.settle(
                 ch,
                 m.delivery_tag,
@@ -1005,7 +1036,8 @@ impl Conn {
             )?,
             Method::BasicRecover(m) => {
                 ctx.recover(ch, m.requeue)?;
-                ctx.codec.send_method(number, &BasicRecoverOk::default().into());
+                ctx.codec
+                    .send_method(number, &BasicRecoverOk::default().into());
             }
             Method::BasicRecoverAsync(m) => ctx.recover(ch, m.requeue)?,
             Method::ConfirmSelect(m) => {
@@ -1039,7 +1071,8 @@ impl Conn {
                 for s in tx.settlements {
                     ch.unacked.restore(s.deliveries);
                 }
-                ctx.codec.send_method(number, &TxRollbackOk::default().into());
+                ctx.codec
+                    .send_method(number, &TxRollbackOk::default().into());
             }
             other => {
                 return Err(AmqpException::connection(
@@ -1159,7 +1192,14 @@ impl Ctx {
                 "no permissions",
             ));
         };
-        auth::check(p, &self.user, self.vhost_name(), access, kind, name.as_bytes())?;
+        auth::check(
+            p,
+            &self.user,
+            self.vhost_name(),
+            access,
+            kind,
+            name.as_bytes(),
+        )?;
         if ch.allowed.len() >= 64 {
             ch.allowed.remove(0);
         }
@@ -1409,9 +1449,12 @@ impl Ctx {
         let mut routed = std::mem::take(&mut self.routed);
         let result = {
             let state = vhost.read();
-            let r = state
-                .topology
-                .route(p.exchange.as_bytes(), p.routing_key.as_bytes(), &properties, &mut routed);
+            let r = state.topology.route(
+                p.exchange.as_bytes(),
+                p.routing_key.as_bytes(),
+                &properties,
+                &mut routed,
+            );
             r.map(|()| {
                 routed
                     .queues()
@@ -1439,7 +1482,11 @@ impl Ctx {
         // Direct replies go straight to the requester's connection.
         let mut replied = false;
         if !routed.reply_to().is_empty() {
-            let targets = self.shared.reply_to.lock().unwrap_or_else(|e| e.into_inner());
+            let targets = self
+                .shared
+                .reply_to
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             for key in routed.reply_to() {
                 let suffix = key.get(REPLY_TO.len() + 1..).unwrap_or_default();
                 if let Some(t) = targets.get(suffix) {
@@ -1555,4 +1602,3 @@ impl Ctx {
         Ok(())
     }
 }
-

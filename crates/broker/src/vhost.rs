@@ -105,7 +105,10 @@ impl VhostState {
         self.queues.get(id.0 as usize)?.as_ref()
     }
 
-    pub(crate) fn queue_named(&self, name: &(impl AsRef<[u8]> + ?Sized)) -> Option<&Arc<QueueCell>> {
+    pub(crate) fn queue_named(
+        &self,
+        name: &(impl AsRef<[u8]> + ?Sized),
+    ) -> Option<&Arc<QueueCell>> {
         self.queue(self.topology.queue_id(name.as_ref())?)
     }
 
