@@ -3,11 +3,13 @@
 //! - `codegen [--check]`: regenerate `amqp-codec`'s methods, and the strategies of its property
 //!   tests, from the vendored spec;
 //! - `check-deps`: enforce the dependency rules of `docs/ARCHITECTURE.md`;
+//! - `interop`: pika and the `amqp-tools` command-line tools against the reference server;
 //! - `ci`: everything CI runs (format, clippy, docs, tests, codegen check, dependency rules,
 //!   fuzz-target build).
 
 mod codegen;
 mod deps;
+mod interop;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -25,8 +27,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("codegen") => codegen::run(&root, args.iter().any(|a| a == "--check")),
         Some("check-deps") => deps::check(&root),
+        Some("interop") => interop::run(&root),
         Some("ci") => ci(&root),
-        _ => Err("usage: cargo xtask <codegen [--check] | check-deps | ci>".into()),
+        _ => Err("usage: cargo xtask <codegen [--check] | check-deps | interop | ci>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,6 +96,7 @@ fn ci(root: &Path) -> Result<(), String> {
         &["test", "--workspace", "--doc", "--locked"],
         &[],
     )?;
+    interop::run(root)?;
     // The fuzz targets are their own workspace; CI at least builds them.
     run(
         root,
