@@ -2,11 +2,13 @@
 //!
 //! Test support, a dev-dependency only.
 //!
-//! Today it holds the one proptest configuration every crate's property tests use
-//! ([`proptest_config`]). It will hold: a scripted AMQP peer (frame builders over an in-memory
-//! duplex stream) for exact protocol tests against the broker, the deterministic multi-node
-//! simulation harness, and fault-injecting storage backends. (The codec's own state-machine
-//! tests script frames directly and need nothing more from here.)
+//! It holds the one proptest configuration every crate's property tests use
+//! ([`proptest_config`]) and a scripted AMQP client ([`peer::Peer`]: frame builders over any
+//! byte stream, an in-memory duplex or TCP) for exact protocol tests against the broker. It
+//! will hold the deterministic multi-node simulation harness and fault-injecting storage
+//! backends. (The codec's own state-machine tests script frames directly.)
+
+pub mod peer;
 
 use proptest::test_runner::{Config, RngSeed};
 
