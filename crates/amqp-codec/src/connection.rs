@@ -734,6 +734,28 @@ impl ServerConnection {
         }
     }
 
+    /// [`Self::send_content`] with properties already encoded (see
+    /// [`frame::encode_content_raw`]).
+    pub fn send_content_raw(
+        &mut self,
+        channel: u16,
+        method: &Method,
+        encoded_properties: &[u8],
+        body: &[u8],
+    ) {
+        if self.can_send(channel) {
+            frame::encode_content_raw(
+                &mut self.write,
+                channel,
+                method,
+                encoded_properties,
+                body,
+                self.tuning.frame_max,
+            );
+            self.sent_since_tick = true;
+        }
+    }
+
     /// Sends `connection.blocked` (once) if the client announced it understands it.
     pub fn block(&mut self, reason: &str) {
         if !self.blocked

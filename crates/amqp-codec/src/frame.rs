@@ -32,6 +32,19 @@ pub struct ContentHeader {
     pub properties: BasicProperties,
 }
 
+impl BasicProperties {
+    /// Decodes properties from their encoded form (property flags and list, as
+    /// [`BasicProperties::encode`] writes them); strings share `encoded`'s memory.
+    pub fn decode_encoded(encoded: &Bytes) -> Result<Self, CodecError> {
+        let mut r = Reader::new(encoded);
+        let props_err = |e| CodecError::Properties(Box::new(e));
+        let flags = r.short().map_err(props_err)?;
+        let properties = BasicProperties::decode(flags, &mut r).map_err(props_err)?;
+        r.finish("content header").map_err(props_err)?;
+        Ok(properties)
+    }
+}
+
 impl ContentHeader {
     /// A `basic` content header.
     pub fn basic(body_size: u64, properties: BasicProperties) -> Self {
@@ -299,6 +312,31 @@ pub fn encode_content(
     put_longlong(buf, body.len() as u64);
     properties.encode(buf);
     end_frame(buf, at);
+    encode_bodies(buf, channel, body, frame_max);
+}
+
+/// [`encode_content`] with the properties already encoded (property flags and list, as
+/// [`BasicProperties::encode`] writes them): a broker that keeps messages in their encoded
+/// form copies the octets instead of encoding the properties again for every delivery.
+pub fn encode_content_raw(
+    buf: &mut BytesMut,
+    channel: u16,
+    method: &Method,
+    encoded_properties: &[u8],
+    body: &[u8],
+    frame_max: u32,
+) {
+    encode_method(buf, channel, method);
+    let at = begin_frame(buf, FRAME_HEADER, channel);
+    put_short(buf, method.class_id());
+    put_short(buf, 0);
+    put_longlong(buf, body.len() as u64);
+    buf.extend_from_slice(encoded_properties);
+    end_frame(buf, at);
+    encode_bodies(buf, channel, body, frame_max);
+}
+
+fn encode_bodies(buf: &mut BytesMut, channel: u16, body: &[u8], frame_max: u32) {
     let chunk = match frame_max as usize {
         0 => body.len().max(1),
         max => max.saturating_sub(FRAME_OVERHEAD).max(1),

@@ -136,6 +136,10 @@ struct Ctx {
     published: u64,
     /// The client published during the memory alarm: reading is paused until it clears.
     blocked: bool,
+    /// A queue this connection publishes to is congested: reading is paused until it drains.
+    throttled: Option<Arc<QueueCell>>,
+    /// Scratch space for settlements.
+    settle_items: Vec<(Delivery, Outcome)>,
     listing_dirty: bool,
 }
 
@@ -186,6 +190,8 @@ where
             batch: Vec::new(),
             published: 0,
             blocked: false,
+            throttled: None,
+            settle_items: Vec::new(),
             listing_dirty: false,
         },
         channels: BTreeMap::new(),
@@ -213,14 +219,29 @@ where
         if out.is_empty() && conn.ctx.codec.is_finished() {
             break;
         }
+        if let Some(q) = &conn.ctx.throttled {
+            let s = q.lock();
+            if s.deleted || !s.congested() {
+                drop(s);
+                conn.ctx.throttled = None;
+            }
+        }
+        let throttled = conn.ctx.throttled.is_some();
         let want_read = conn.ctx.codec.wants_read()
             && !conn.ctx.blocked
+            && !throttled
             && out.len() < shared.config.server.max_write_backlog;
-        let deadline = conn
+        let mut deadline = conn
             .ctx
             .codec
             .poll_timeout()
             .map(tokio::time::Instant::from_std);
+        if throttled {
+            // Woken when the queue drains; checked again now and then in case the queue lost
+            // its consumers instead.
+            let recheck = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+            deadline = Some(deadline.map_or(recheck, |d| d.min(recheck)));
+        }
         let mut rbuf = std::mem::take(conn.ctx.codec.read_buffer());
         if want_read && rbuf.capacity() - rbuf.len() < read_hint / 2 {
             rbuf.reserve(read_hint);
@@ -538,7 +559,8 @@ impl Conn {
                 pending.extend(s.deliveries.into_iter().map(|(_, d)| d));
             }
         }
-        settle_by_queue(pending.into_iter().map(|d| (d, Outcome::Requeue)));
+        let mut items: Vec<_> = pending.into_iter().map(|d| (d, Outcome::Requeue)).collect();
+        settle_by_queue(&mut items);
         // Deliveries in the outbox for this channel go back too.
         self.requeue_outbox_for(number);
     }
@@ -616,7 +638,13 @@ impl Conn {
                             .is_some_and(|c| c.id == consumer && Arc::ptr_eq(&c.queue, &queue))
                     });
                 let Some(ch) = self.channels.get_mut(&channel).filter(|_| live) else {
-                    // The consumer went while this was on its way: back to the queue.
+                    // The consumer went while this was on its way: back to the queue, and the
+                    // channel credit it took back to the channel.
+                    if let Some(ch) = self.channels.get(&channel) {
+                        if !no_ack && ch.credit.release(1) {
+                            resume_channel(ch);
+                        }
+                    }
                     let mut s = queue.lock();
                     if !s.deleted {
                         s.queue.settle([Settlement {
@@ -646,7 +674,7 @@ impl Conn {
                     exchange: message.exchange.clone(),
                     routing_key: message.routing_key.clone(),
                 };
-                self.ctx.codec.send_content(
+                self.ctx.codec.send_content_raw(
                     channel,
                     &deliver.into(),
                     &message.properties,
@@ -691,7 +719,7 @@ impl Conn {
                             exchange: message.exchange.clone(),
                             routing_key: message.routing_key.clone(),
                         };
-                        self.ctx.codec.send_content(
+                        self.ctx.codec.send_content_raw(
                             channel,
                             &deliver.into(),
                             &message.properties,
@@ -744,7 +772,9 @@ impl Conn {
             return;
         }
         let mut batch = std::mem::take(&mut self.ctx.batch);
-        enqueue(&mut batch);
+        if let Some(q) = enqueue(&mut batch, &self.ctx.outbox) {
+            self.ctx.throttled = Some(q);
+        }
         self.ctx.batch = batch;
     }
 
@@ -992,7 +1022,7 @@ impl Conn {
                             routing_key: message.routing_key.clone(),
                             message_count: left.min(u64::from(u32::MAX)) as u32,
                         };
-                        ctx.codec.send_content(
+                        ctx.codec.send_content_raw(
                             number,
                             &ok.into(),
                             &message.properties,
@@ -1059,7 +1089,9 @@ impl Conn {
                     }
                 }
                 let mut batch = std::mem::take(&mut ctx.batch);
-                enqueue(&mut batch);
+                if let Some(q) = enqueue(&mut batch, &ctx.outbox) {
+                    ctx.throttled = Some(q);
+                }
                 ctx.batch = batch;
                 for s in tx.settlements {
                     ctx.apply_settlements(ch, s.deliveries.into_iter().map(|(_, d)| d), s.outcome);
@@ -1096,9 +1128,14 @@ fn resume_channel(ch: &Channel) {
 }
 
 /// Enqueues `(queue, message)` pairs, grouped by queue (each queue keeps the batch's order),
-/// then lets each queue deliver once.
-fn enqueue(batch: &mut Vec<(Arc<QueueCell>, Arc<Message>)>) {
+/// then lets each queue deliver once. A queue left congested registers `publisher` to be woken
+/// when it drains, and is returned so that the publisher pauses.
+fn enqueue(
+    batch: &mut Vec<(Arc<QueueCell>, Arc<Message>)>,
+    publisher: &Arc<Outbox>,
+) -> Option<Arc<QueueCell>> {
     batch.sort_by_key(|(q, _)| Arc::as_ptr(q) as usize);
+    let mut congested = None;
     let mut i = 0;
     while let Some((cell, _)) = batch.get(i) {
         let cell = cell.clone();
@@ -1116,47 +1153,46 @@ fn enqueue(batch: &mut Vec<(Arc<QueueCell>, Arc<Message>)>) {
         }
         s.counters.published += n;
         cell.deliver(&mut s);
+        if s.congested() {
+            if !s.flow_waiters.iter().any(|w| Arc::ptr_eq(w, publisher)) {
+                s.flow_waiters.push(publisher.clone());
+            }
+            drop(s);
+            congested = Some(cell);
+        }
     }
     batch.clear();
+    congested
 }
 
-/// Hands settled deliveries back to their queues, one lock per queue.
-fn settle_by_queue(items: impl Iterator<Item = (Delivery, Outcome)>) {
-    let mut items: Vec<(Delivery, Outcome)> = items.collect();
-    items.sort_by_key(|(d, _)| (Arc::as_ptr(&d.queue) as usize, d.entry.offset));
-    let mut iter = items.into_iter().peekable();
+/// Hands settled deliveries back to their queues, one lock per queue; empties `items`.
+fn settle_by_queue(items: &mut Vec<(Delivery, Outcome)>) {
+    if items.len() > 1 {
+        items.sort_by_key(|(d, _)| (Arc::as_ptr(&d.queue) as usize, d.entry.offset));
+    }
+    let mut iter = items.drain(..).peekable();
     while let Some((first, outcome)) = iter.next() {
         let cell = first.queue.clone();
         let mut s = cell.lock();
-        let mut acked = 0;
-        let mut requeued = 0;
-        let mut batch = vec![(first, outcome)];
-        while let Some((d, _)) = iter.peek() {
-            if !Arc::ptr_eq(&d.queue, &cell) {
-                break;
+        let mut next = Some((first, outcome));
+        while let Some((d, outcome)) = next.take() {
+            if !s.deleted {
+                match outcome {
+                    Outcome::Ack => s.counters.acked += 1,
+                    Outcome::Requeue => s.counters.requeued += 1,
+                    Outcome::Discard => {}
+                }
+                s.queue.settle(std::iter::once(Settlement {
+                    consumer: d.consumer,
+                    entry: d.entry,
+                    outcome,
+                }));
             }
-            if let Some(x) = iter.next() {
-                batch.push(x);
-            }
+            next = iter.next_if(|(d, _)| Arc::ptr_eq(&d.queue, &cell));
         }
-        if s.deleted {
-            continue;
+        if !s.deleted {
+            cell.deliver(&mut s);
         }
-        s.queue.settle(batch.into_iter().map(|(d, outcome)| {
-            match outcome {
-                Outcome::Ack => acked += 1,
-                Outcome::Requeue => requeued += 1,
-                Outcome::Discard => {}
-            }
-            Settlement {
-                consumer: d.consumer,
-                entry: d.entry,
-                outcome,
-            }
-        }));
-        s.counters.acked += acked;
-        s.counters.requeued += requeued;
-        cell.deliver(&mut s);
     }
 }
 
@@ -1472,9 +1508,9 @@ impl Ctx {
         };
         strip_bcc(&mut properties);
         let message = Message::new(
-            p.exchange,
-            p.routing_key,
-            properties,
+            &p.exchange,
+            &p.routing_key,
+            &properties,
             content.body,
             &self.shared.gauge,
         );
@@ -1510,8 +1546,12 @@ impl Ctx {
                     exchange: message.exchange.clone(),
                     routing_key: message.routing_key.clone(),
                 };
-                self.codec
-                    .send_content(number, &ret.into(), &message.properties, &message.body);
+                self.codec.send_content_raw(
+                    number,
+                    &ret.into(),
+                    &message.properties,
+                    &message.body,
+                );
                 counters.returned.fetch_add(1, Ordering::Relaxed);
             }
         } else {
@@ -1568,20 +1608,21 @@ impl Ctx {
         outcome: Outcome,
     ) {
         let mut credit = 0u32;
-        let mut n = 0u64;
-        let items: Vec<(Delivery, Outcome)> = deliveries
-            .map(|d| {
-                n += 1;
-                if d.consumer.is_some() {
-                    credit += 1;
-                }
-                (d, outcome)
-            })
-            .collect();
+        let mut items = std::mem::take(&mut self.settle_items);
+        items.extend(deliveries.map(|d| {
+            if d.consumer.is_some() {
+                credit += 1;
+            }
+            (d, outcome)
+        }));
         if outcome == Outcome::Ack {
-            self.shared.counters.acked.fetch_add(n, Ordering::Relaxed);
+            self.shared
+                .counters
+                .acked
+                .fetch_add(items.len() as u64, Ordering::Relaxed);
         }
-        settle_by_queue(items.into_iter());
+        settle_by_queue(&mut items);
+        self.settle_items = items;
         if ch.credit.release(credit) {
             resume_channel(ch);
         }

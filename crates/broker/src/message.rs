@@ -1,6 +1,6 @@
 //! A published message, shared by every queue it reaches.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use warren_amqp_codec::{BasicProperties, ShortStr};
@@ -24,11 +24,17 @@ impl MemoryGauge {
 }
 
 /// A message as published: where it was sent, its properties and body.
+///
+/// The exchange name, routing key, properties (encoded, as they go on the wire) and a small
+/// body share one allocation: nothing points back into the connection's read buffer, so a
+/// message kept in a queue pins no more than its own octets, and a delivery copies the
+/// properties instead of encoding them again.
 #[derive(Debug)]
 pub(crate) struct Message {
     pub(crate) exchange: ShortStr,
     pub(crate) routing_key: ShortStr,
-    pub(crate) properties: BasicProperties,
+    /// Property flags and list, encoded.
+    pub(crate) properties: Bytes,
     pub(crate) body: Bytes,
     weight: i64,
     gauge: Arc<MemoryGauge>,
@@ -36,23 +42,37 @@ pub(crate) struct Message {
 
 impl Message {
     pub(crate) fn new(
-        exchange: ShortStr,
-        routing_key: ShortStr,
-        properties: BasicProperties,
+        exchange: &ShortStr,
+        routing_key: &ShortStr,
+        properties: &BasicProperties,
         body: Bytes,
         gauge: &Arc<MemoryGauge>,
     ) -> Arc<Self> {
-        let body = if body.len() < COPY_BELOW {
-            Bytes::copy_from_slice(&body)
+        let inline = body.len() < COPY_BELOW;
+        let mut head = BytesMut::with_capacity(
+            exchange.len() + routing_key.len() + 32 + if inline { body.len() } else { 0 },
+        );
+        head.extend_from_slice(exchange.as_bytes());
+        head.extend_from_slice(routing_key.as_bytes());
+        properties.encode(&mut head);
+        let props_end = head.len();
+        if inline {
+            head.extend_from_slice(&body);
+        }
+        let head = head.freeze();
+        let (e, r) = (exchange.len(), exchange.len() + routing_key.len());
+        let body = if inline {
+            head.slice(props_end..)
         } else {
             body
         };
-        let weight = (body.len() + exchange.len() + routing_key.len() + 256) as i64;
+        let weight = (head.len() + if inline { 0 } else { body.len() } + 160) as i64;
         gauge.bytes.fetch_add(weight, Ordering::Relaxed);
         Arc::new(Self {
-            exchange,
-            routing_key,
-            properties,
+            // Both came from short strings, so they fit.
+            exchange: ShortStr::from_bytes(head.slice(..e)).unwrap_or_default(),
+            routing_key: ShortStr::from_bytes(head.slice(e..r)).unwrap_or_default(),
+            properties: head.slice(r..props_end),
             body,
             weight,
             gauge: gauge.clone(),

@@ -1,7 +1,7 @@
 //! Virtual hosts: one routing topology each, and the queues it names.
 
 use crate::message::Message;
-use crate::outbox::{ConsumerLink, Outgoing};
+use crate::outbox::{ConsumerLink, Outbox, Outgoing};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use warren_amqp_codec::{FieldTable, ShortStr};
 use warren_queue::{Queue, QueueConfig, QueueStats};
@@ -27,6 +27,23 @@ pub(crate) struct QueueState {
     pub(crate) counters: QueueCounters,
     /// Deleted: nothing more goes in; late settlements are ignored.
     pub(crate) deleted: bool,
+    /// Publishing connections paused until the backlog drains (see [`FLOW_HIGH`]).
+    pub(crate) flow_waiters: Vec<Arc<Outbox>>,
+}
+
+/// Ready messages past which a queue that has consumers pauses its publishers: a publisher
+/// faster than the consumers would otherwise grow the backlog (and the latency) without
+/// bound. They resume when it is down to [`FLOW_LOW`]. Queues without consumers never pause
+/// publishers; the memory alarm bounds them.
+pub(crate) const FLOW_HIGH: u64 = 8192;
+/// See [`FLOW_HIGH`].
+pub(crate) const FLOW_LOW: u64 = FLOW_HIGH / 2;
+
+impl QueueState {
+    /// Whether publishers should pause for this queue.
+    pub(crate) fn congested(&self) -> bool {
+        self.queue.consumer_count() > 0 && self.queue.message_count() > FLOW_HIGH
+    }
 }
 
 /// One queue: what was declared, and its state.
@@ -62,6 +79,7 @@ impl QueueCell {
                 queue: Queue::new(QueueConfig { auto_delete }),
                 counters: QueueCounters::default(),
                 deleted: false,
+                flow_waiters: Vec::new(),
             }),
         }
     }
@@ -84,6 +102,13 @@ impl QueueCell {
             });
         });
         state.counters.delivered += n as u64;
+        if !state.flow_waiters.is_empty()
+            && (state.queue.message_count() <= FLOW_LOW || state.queue.consumer_count() == 0)
+        {
+            for w in state.flow_waiters.drain(..) {
+                w.notify.notify_one();
+            }
+        }
     }
 
     pub(crate) fn stats(&self) -> (QueueStats, QueueCounters) {
@@ -179,6 +204,9 @@ impl Vhost {
         }
         let mut state = cell.lock();
         state.deleted = true;
+        for w in state.flow_waiters.drain(..) {
+            w.notify.notify_one();
+        }
         let n = state.queue.purge();
         for (_, link) in state.queue.drain_consumers() {
             link.outbox.push(Outgoing::Cancelled {

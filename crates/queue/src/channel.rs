@@ -208,7 +208,7 @@ impl ChannelCredit {
     /// Sets the limit (0: none). Returns whether consumers refused for lack of credit may now
     /// be served.
     pub fn set_limit(&self, limit: u32) -> bool {
-        self.limit.store(limit, Ordering::Relaxed);
+        self.limit.store(limit, Ordering::SeqCst);
         self.wake_if_room()
     }
 
@@ -225,17 +225,24 @@ impl ChannelCredit {
     /// Takes one unit for a delivery that needs an ack, or refuses (remembering that someone
     /// was refused).
     pub fn try_acquire(&self) -> bool {
-        let taken = self
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                let limit = self.limit.load(Ordering::Relaxed);
-                (limit == 0 || used < limit).then_some(used + 1)
-            })
-            .is_ok();
-        if !taken {
-            self.starved.store(true, Ordering::Release);
+        // Sequentially consistent throughout: a refusal must be recorded before the count is
+        // looked at again, and a release must lower the count before it looks for a refusal.
+        let acquire = || {
+            self.used
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                    let limit = self.limit.load(Ordering::SeqCst);
+                    (limit == 0 || used < limit).then_some(used + 1)
+                })
+                .is_ok()
+        };
+        if acquire() {
+            return true;
         }
-        taken
+        self.starved.store(true, Ordering::SeqCst);
+        // A release (or a raised limit) between the refusal and the flag saw nobody starved
+        // and woke nobody: look once more, so that the wake-up is not lost. (If this succeeds,
+        // the flag may cause one spurious wake-up later, which is harmless.)
+        acquire()
     }
 
     /// Gives back `n` units as deliveries are settled. Returns whether a consumer was refused
@@ -247,16 +254,16 @@ impl ChannelCredit {
         }
         let _ = self
             .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
                 Some(u.saturating_sub(n))
             });
         self.wake_if_room()
     }
 
     fn wake_if_room(&self) -> bool {
-        let limit = self.limit.load(Ordering::Relaxed);
-        let room = limit == 0 || self.used.load(Ordering::Acquire) < limit;
-        room && self.starved.swap(false, Ordering::AcqRel)
+        let limit = self.limit.load(Ordering::SeqCst);
+        let room = limit == 0 || self.used.load(Ordering::SeqCst) < limit;
+        room && self.starved.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -390,6 +397,8 @@ pub enum Mode<P, S> {
     Tx(Transaction<P, S>),
 }
 
+// Not derived: a derive would demand `P: Default` and `S: Default`.
+#[allow(clippy::derivable_impls)]
 impl<P, S> Default for Mode<P, S> {
     fn default() -> Self {
         Mode::Plain

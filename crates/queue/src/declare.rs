@@ -25,22 +25,30 @@ pub fn check_name(name: &(impl AsRef<[u8]> + ?Sized)) -> Result<(), AmqpExceptio
     if name.as_ref().starts_with(b"amq.") {
         return Err(AmqpException::channel(
             ReplyCode::AccessRefused,
-            format!("queue name '{}' contains reserved prefix 'amq.*'", text(name)),
+            format!(
+                "queue name '{}' contains reserved prefix 'amq.*'",
+                text(name)
+            ),
         ));
     }
     Ok(())
 }
 
-/// A redeclaration must match the queue's flags, compared in RabbitMQ's order (406).
+/// A redeclaration must match the queue's flags, compared in RabbitMQ's order: `exclusive`
+/// first (405, as [`locked`]), then `durable` and `auto_delete` (406).
 pub fn check_equivalent(
     current: &QueueDecl,
     requested: &QueueDecl,
     name: &(impl AsRef<[u8]> + ?Sized),
     vhost: &str,
 ) -> Result<(), AmqpException> {
+    // RabbitMQ (`rabbit_amqqueue:assert_equivalence`) checks exclusivity first, strictly: a
+    // different `exclusive` flag is 405 RESOURCE_LOCKED, never an inequivalent arg.
+    if current.exclusive != requested.exclusive {
+        return Err(locked(name, vhost));
+    }
     let flags = [
         ("durable", current.durable, requested.durable),
-        ("exclusive", current.exclusive, requested.exclusive),
         ("auto_delete", current.auto_delete, requested.auto_delete),
     ];
     for (arg, cur, req) in flags {
@@ -93,7 +101,7 @@ pub fn in_use(name: &(impl AsRef<[u8]> + ?Sized), vhost: &str) -> AmqpException 
 pub fn not_empty(name: &(impl AsRef<[u8]> + ?Sized), vhost: &str) -> AmqpException {
     AmqpException::channel(
         ReplyCode::PreconditionFailed,
-        format!("queue '{}' in vhost '{vhost}' is not empty", text(name)),
+        format!("queue '{}' in vhost '{vhost}' not empty", text(name)),
     )
 }
 

@@ -309,7 +309,9 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
         }
         Some(Removed {
             recipient: consumer.spec.recipient,
-            auto_delete_now: self.config.auto_delete && self.had_consumers && self.consumer_count == 0,
+            auto_delete_now: self.config.auto_delete
+                && self.had_consumers
+                && self.consumer_count == 0,
         })
     }
 
@@ -377,7 +379,8 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
             else {
                 continue;
             };
-            if !consumer.has_own_credit() || !consumer.spec.recipient.try_reserve(!consumer.spec.no_ack)
+            if !consumer.has_own_credit()
+                || !consumer.spec.recipient.try_reserve(!consumer.spec.no_ack)
             {
                 consumer.active = false;
                 continue;

@@ -47,7 +47,10 @@ fn one_consumer_gets_everything_in_fifo_order() {
         d.iter().map(|(_, e)| e.offset).collect::<Vec<_>>(),
         [0, 1, 2]
     );
-    assert!(d.iter().all(|(_, e)| !e.redelivered() && e.delivery_count == 0));
+    assert!(
+        d.iter()
+            .all(|(_, e)| !e.redelivered() && e.delivery_count == 0)
+    );
     assert_eq!(
         q.stats(),
         QueueStats {
@@ -290,7 +293,10 @@ fn a_removed_consumer_gets_nothing_more_and_gives_back_its_recipient() {
     let removed = q.remove_consumer(c1).expect("present");
     assert!(removed.recipient.same(&r1));
     assert!(!removed.auto_delete_now);
-    assert!(q.remove_consumer(c1).is_none(), "a second removal finds nothing");
+    assert!(
+        q.remove_consumer(c1).is_none(),
+        "a second removal finds nothing"
+    );
     assert!(q.consumer(c1).is_none());
     assert_eq!(q.consumer_count(), 1);
     publish_all(&mut q, &["a", "b"]);
@@ -381,7 +387,11 @@ fn a_settled_get_frees_the_queue_unacked_count_only() {
     assert_eq!(q.stats().unacked, 2);
     q.settle([settlement(None, e, Outcome::Ack)]);
     assert_eq!(q.stats().unacked, 1);
-    assert_eq!(q.consumer(c).unwrap().unacked(), 1, "the consumer's count is its own");
+    assert_eq!(
+        q.consumer(c).unwrap().unacked(),
+        1,
+        "the consumer's count is its own"
+    );
     assert!(deliver(&mut q).is_empty());
     settle_all(&mut q, d, Outcome::Ack);
     assert_eq!(labels(&deliver(&mut q)), ["c"]);

@@ -122,5 +122,49 @@ fn prefetch_size_is_not_implemented() {
     assert_eq!(e.text, "prefetch_size!=0 (4096)");
     assert_eq!(e.scope, Scope::Connection);
     assert_eq!(e.reply_text(), "NOT_IMPLEMENTED - prefetch_size!=0 (4096)");
-    assert_eq!(check_qos(u32::MAX).unwrap_err().text, "prefetch_size!=0 (4294967295)");
+    assert_eq!(
+        check_qos(u32::MAX).unwrap_err().text,
+        "prefetch_size!=0 (4294967295)"
+    );
+}
+
+/// A queue refused for credit waits for a `release` that returns true; if the release slips
+/// in between the refusal and the refusal being recorded, nobody would wake it. Two threads
+/// play it many times: the consumer side takes the one unit as soon as it can, the channel
+/// side gives it back, and the consumer side, when refused, only retries once woken.
+#[test]
+fn a_release_racing_a_refusal_never_loses_the_wake_up() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    const ROUNDS: u32 = 50_000;
+    let credit = ChannelCredit::new();
+    credit.set_limit(1);
+    let woken = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                if credit.used() == 1 && credit.release(1) {
+                    woken.store(true, Ordering::SeqCst);
+                }
+                std::hint::spin_loop();
+            }
+        });
+        for round in 0..ROUNDS {
+            while !credit.try_acquire() {
+                let start = Instant::now();
+                while !woken.swap(false, Ordering::SeqCst) {
+                    if start.elapsed() > Duration::from_secs(30) {
+                        done.store(true, Ordering::SeqCst);
+                        panic!(
+                            "round {round}: refused, room now (used {}), and never woken",
+                            credit.used()
+                        );
+                    }
+                    std::thread::yield_now();
+                }
+            }
+        }
+        done.store(true, Ordering::SeqCst);
+    });
 }

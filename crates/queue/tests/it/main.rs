@@ -8,6 +8,7 @@ mod common;
 mod confirms;
 mod consumers;
 mod credit;
+mod declare;
 mod mode;
 mod model;
 mod settle;

@@ -1,8 +1,8 @@
 //! A model test (STYLE.md, practice 7): random sequences of publish, consume, cancel, deliver,
-//! get, settle (through a channel's [`Unacked`], single or `multiple`, known or unknown tags),
-//! recover, purge, recipient refusal and resume, and channel-wide credit changes, run against
-//! a [`Queue`] and a naive reference (sets of ready, out and gone offsets, per-consumer
-//! counts). After every step:
+//! get, settle (through a channel's [`Unacked`], single or `multiple`, known or unknown tags,
+//! also inside a transaction that is rolled back), recover, purge, recipient refusal and
+//! resume, and channel-wide credit changes, run against a [`Queue`] and a naive reference
+//! (sets of ready, out and gone offsets, per-consumer counts). After every step:
 //!
 //! - every published offset is exactly one of ready, out (unsettled) or gone (acked, discarded,
 //!   purged, or delivered without acks): nothing lost, nothing duplicated;
@@ -73,16 +73,40 @@ enum Tag {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Publish { len: usize },
-    Consume { prefetch: u16, no_ack: bool, exclusive: bool },
-    Cancel { pick: usize },
+    Publish {
+        len: usize,
+    },
+    Consume {
+        prefetch: u16,
+        no_ack: bool,
+        exclusive: bool,
+    },
+    Cancel {
+        pick: usize,
+    },
     Deliver,
-    Get { no_ack: bool },
-    Settle { tag: Tag, multiple: bool, outcome: Outcome },
+    Get {
+        no_ack: bool,
+    },
+    Settle {
+        tag: Tag,
+        multiple: bool,
+        outcome: Outcome,
+    },
+    /// Settles inside a transaction and rolls it back (`settle_tagged`, then `restore`).
+    Rollback {
+        tag: Tag,
+        multiple: bool,
+    },
     Recover,
     Purge,
-    Gate { pick: usize, open: bool },
-    Resume { pick: usize },
+    Gate {
+        pick: usize,
+        open: bool,
+    },
+    Resume {
+        pick: usize,
+    },
     SetLimit(u32),
 }
 
@@ -111,6 +135,14 @@ fn op() -> impl Strategy<Value = Op> {
             outcome()
         )
             .prop_map(|(tag, multiple, outcome)| Op::Settle { tag, multiple, outcome }),
+        1 => (
+            prop_oneof![
+                3 => any::<usize>().prop_map(Tag::Outstanding),
+                1 => (0u64..40).prop_map(Tag::Raw),
+            ],
+            any::<bool>()
+        )
+            .prop_map(|(tag, multiple)| Op::Rollback { tag, multiple }),
         1 => Just(Op::Recover),
         1 => Just(Op::Purge),
         1 => (any::<usize>(), prop::bool::weighted(0.6))
@@ -237,6 +269,47 @@ impl Harness {
         }
     }
 
+    /// The tag an op names, and the outstanding tags a settlement of it takes, in order
+    /// (none for an unknown tag). `None` when the op names the n-th outstanding tag and there
+    /// is none.
+    fn expect_settled(&self, tag: &Tag, multiple: bool) -> Option<(u64, Vec<u64>)> {
+        let tag = match *tag {
+            Tag::Outstanding(n) => {
+                if self.tags.is_empty() {
+                    return None;
+                }
+                *self.tags.keys().nth(n % self.tags.len()).expect("in range")
+            }
+            Tag::Raw(t) => t,
+        };
+        let expected = if multiple && tag == 0 {
+            self.tags.keys().copied().collect()
+        } else if !self.tags.contains_key(&tag) {
+            Vec::new()
+        } else if multiple {
+            self.tags.range(..=tag).map(|(t, _)| *t).collect()
+        } else {
+            vec![tag]
+        };
+        Some((tag, expected))
+    }
+
+    /// A settlement succeeds exactly when its tag is outstanding, or it is `multiple` with
+    /// tag 0; otherwise it is RabbitMQ's unknown-tag error.
+    fn check_result(
+        r: Result<(), warren_amqp_codec::AmqpException>,
+        tag: u64,
+        multiple: bool,
+        expected: &[u64],
+    ) {
+        if (multiple && tag == 0) || !expected.is_empty() {
+            r.expect("known tag");
+        } else {
+            let e = r.expect_err("unknown tag");
+            assert_eq!(e.text, format!("unknown delivery tag {tag}"));
+        }
+    }
+
     fn apply(&mut self, op: &Op) {
         match *op {
             Op::Publish { len } => {
@@ -332,8 +405,8 @@ impl Harness {
                     );
                 }
                 if !self.ready.is_empty() {
-                    let credit_full = self.credit.limit() != 0
-                        && self.credit.used() >= self.credit.limit();
+                    let credit_full =
+                        self.credit.limit() != 0 && self.credit.used() >= self.credit.limit();
                     for c in &self.consumers {
                         let at_prefetch =
                             !c.no_ack && c.prefetch != 0 && c.out >= u32::from(c.prefetch);
@@ -363,33 +436,12 @@ impl Harness {
                 multiple,
                 outcome,
             } => {
-                let tag = match *tag {
-                    Tag::Outstanding(n) => {
-                        if self.tags.is_empty() {
-                            return;
-                        }
-                        *self.tags.keys().nth(n % self.tags.len()).expect("in range")
-                    }
-                    Tag::Raw(t) => t,
+                let Some((tag, expected)) = self.expect_settled(tag, multiple) else {
+                    return;
                 };
-                let expected: Vec<u64> = if multiple && tag == 0 {
-                    self.tags.keys().copied().collect()
-                } else if !self.tags.contains_key(&tag) {
-                    Vec::new()
-                } else if multiple {
-                    self.tags.range(..=tag).map(|(t, _)| *t).collect()
-                } else {
-                    vec![tag]
-                };
-                let known = (multiple && tag == 0) || self.tags.contains_key(&tag);
                 let mut settled = Vec::new();
                 let r = self.unacked.settle(tag, multiple, &mut settled);
-                if known {
-                    r.expect("known tag");
-                } else {
-                    let e = r.expect_err("unknown tag");
-                    assert_eq!(e.text, format!("unknown delivery tag {tag}"));
-                }
+                Self::check_result(r, tag, multiple, &expected);
                 let expected_offsets: Vec<u64> = expected
                     .iter()
                     .map(|t| self.tags.remove(t).expect("outstanding"))
@@ -400,6 +452,25 @@ impl Harness {
                     "settled in tag order"
                 );
                 self.hand_back(settled, outcome);
+            }
+            Op::Rollback { ref tag, multiple } => {
+                let Some((tag, expected)) = self.expect_settled(tag, multiple) else {
+                    return;
+                };
+                let mut settled = Vec::new();
+                let r = self.unacked.settle_tagged(tag, multiple, &mut settled);
+                Self::check_result(r, tag, multiple, &expected);
+                assert_eq!(
+                    settled.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+                    expected,
+                    "settled with their tags, in tag order"
+                );
+                for (t, p) in &settled {
+                    assert_eq!(Some(&p.entry.offset), self.tags.get(t));
+                }
+                assert_eq!(self.unacked.len(), self.tags.len() - expected.len());
+                // tx.rollback: everything back as it was (the reference did not change).
+                self.unacked.restore(settled);
             }
             Op::Recover => {
                 let mut settled = Vec::new();

@@ -242,3 +242,83 @@ fn unknown_delivery_tag_is_rabbitmqs_reply() {
     assert_eq!(e.text, "unknown delivery tag 42");
     assert_eq!(e.scope, Scope::Channel);
 }
+
+// ---------------------------------------------------------------------------------------------
+// transactions: settle_tagged and restore (`tx.rollback` puts acks back, as RabbitMQ does with
+// `lists:usort(AcksL ++ UAMQ)`)
+
+#[test]
+fn settle_tagged_keeps_the_tags_with_the_same_rules() {
+    let mut u = U::new();
+    track_n(&mut u, 4);
+    let mut out = Vec::new();
+    u.settle_tagged(3, true, &mut out).unwrap();
+    assert_eq!(
+        out.iter()
+            .map(|(t, p)| (*t, p.entry.offset))
+            .collect::<Vec<_>>(),
+        [(1, 0), (2, 1), (3, 2)]
+    );
+    let before = out.len();
+    let r = u.settle_tagged(3, false, &mut out);
+    assert_eq!(r.unwrap_err().text, "unknown delivery tag 3");
+    let r = u.settle_tagged(0, false, &mut out);
+    assert_eq!(r.unwrap_err().text, "unknown delivery tag 0");
+    assert_eq!(out.len(), before);
+    u.settle_tagged(0, true, &mut out).unwrap();
+    assert_eq!(out.last().map(|(t, _)| *t), Some(4));
+    assert!(u.is_empty());
+}
+
+#[test]
+fn restore_puts_settled_deliveries_back_under_their_tags() {
+    let mut u = U::new();
+    track_n(&mut u, 5);
+    let mut txn = Vec::new();
+    // Within a transaction: ack 2, then multiple up to 4 (1, 3, 4), then nothing is left
+    // but 5.
+    u.settle_tagged(2, false, &mut txn).unwrap();
+    u.settle_tagged(4, true, &mut txn).unwrap();
+    assert_eq!(u.len(), 1);
+    // Acking again inside the same transaction is unknown, as in RabbitMQ.
+    assert!(u.settle_tagged(2, false, &mut Vec::new()).is_err());
+    // tx.rollback.
+    u.restore(txn);
+    assert_eq!(u.len(), 5);
+    let mut out = Vec::new();
+    u.settle(3, false, &mut out).unwrap();
+    u.settle(0, true, &mut out).unwrap();
+    assert_eq!(offsets(&out), [2, 0, 1, 3, 4]);
+    // Tags did not move.
+    assert_eq!(u.next_untracked(), 6);
+}
+
+#[test]
+fn restore_into_a_hole_and_after_the_front_was_dropped() {
+    let mut u = U::new();
+    track_n(&mut u, 4);
+    let mut front = Vec::new();
+    u.settle_tagged(1, false, &mut front).unwrap(); // dropped from the front
+    let mut middle = Vec::new();
+    u.settle_tagged(3, false, &mut middle).unwrap(); // a hole
+    assert_eq!(u.len(), 2);
+    u.restore(middle);
+    assert_eq!(u.len(), 3);
+    u.restore(front);
+    assert_eq!(u.len(), 4);
+    let mut out = Vec::new();
+    u.settle(2, true, &mut out).unwrap();
+    assert_eq!(offsets(&out), [0, 1]);
+    out.clear();
+    u.settle(4, true, &mut out).unwrap();
+    assert_eq!(offsets(&out), [2, 3]);
+    assert!(u.is_empty());
+}
+
+#[test]
+fn restore_of_nothing_changes_nothing() {
+    let mut u = U::new();
+    track_n(&mut u, 2);
+    u.restore(Vec::new());
+    assert_eq!(u.len(), 2);
+}
