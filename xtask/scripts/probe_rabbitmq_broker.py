@@ -93,16 +93,17 @@ class Conn:
         self.stash = collections.deque()   # events read while waiting for something else
         self.closed = False
         self.chans = set()
-        self.sock = socket.create_connection((host, port), timeout=5)
+        self.sock = socket.create_connection((host, port), timeout=30)
         self.sock.sendall(b'AMQP\x00\x00\x09\x01')
         self.handshake_result = None
-        ev = self._read_event(5)
-        assert ev.is_(spec.Connection.Start), ev
+        ev = self._read_event(30)
+        if not isinstance(ev, Ev) or not ev.is_(spec.Connection.Start):
+            raise Gone('no connection.start from %s:%d: %s' % (host, port, fmt(ev)))
         self.server_props = ev.method.server_properties
         self.send(0, spec.Connection.StartOk(
             client_properties={'product': 'warren-probe', 'capabilities': caps},
             mechanism=mechanism, response='\0%s\0%s' % (user, pw), locale='en_US'))
-        ev = self._next_any(5)
+        ev = self._next_any(15)
         if ev is None or ev is EOF or not ev.is_(spec.Connection.Tune):
             self.handshake_result = ev
             self._after_close(ev)
@@ -112,7 +113,7 @@ class Conn:
         self.send(0, spec.Connection.TuneOk(channel_max=ev.method.channel_max,
                                             frame_max=ev.method.frame_max, heartbeat=0))
         self.send(0, spec.Connection.Open(virtual_host=vhost))
-        ev = self._next_any(5)
+        ev = self._next_any(15)
         self.handshake_result = ev
         if ev is None or ev is EOF or not ev.is_(spec.Connection.OpenOk):
             self._after_close(ev)
@@ -411,7 +412,9 @@ def s1():
     R('server-named lengths', sorted(set(len(n) for n in names)))
     R('server-named alphabet (suffixes)', ''.join(sorted(set(''.join(n[8:] for n in names)))))
     R('server-named prefix set', sorted(set(n[:8] for n in names)))
-    R('server-named: declare "" exclusive=false durable=true ok?', c.call(1, QD('', durable=True)))
+    r = c.call(1, QD('', durable=True))
+    R('server-named: declare "" exclusive=false durable=true ok?', r)
+    names.append(r.method.queue)
     R('queue.bind "" to amq.fanout (last queue shortcut)', c.call(1, spec.Queue.Bind(queue='', exchange='amq.fanout')))
     R('basic.get "" (last queue shortcut)', c.call(1, spec.Basic.Get(queue='')))
     R('queue.purge "" (last queue shortcut)', c.call(1, spec.Queue.Purge(queue='')))
@@ -456,6 +459,8 @@ def s1():
     cases = [
         ('x-message-ttl', 'abc'), ('x-message-ttl', -1), ('x-message-ttl', 0),
         ('x-message-ttl', 4294967296 * 2), ('x-message-ttl', True), ('x-message-ttl', short(10)),
+        ('x-message-ttl', 315360000000), ('x-message-ttl', 315360000001),
+        ('x-expires', 315360000000), ('x-expires', 315360000001),
         ('x-expires', 0), ('x-expires', -1), ('x-expires', 'abc'), ('x-expires', 1),
         ('x-max-length', -1), ('x-max-length', 'abc'), ('x-max-length', 0),
         ('x-max-length-bytes', -1), ('x-max-length-bytes', 'abc'), ('x-max-length-bytes', 0),
@@ -551,8 +556,8 @@ def s1():
     c.send(1, QD('nw1', nowait=True, durable=True))
     R('declare nowait inequivalent: next sync gives', c.sync())
     c.ensure(1)
-    c.send(1, QD('', nowait=True))
-    R('declare "" nowait', c.sync())
+    c.send(1, QD('', nowait=True, exclusive=True))
+    R('declare "" nowait (exclusive)', c.sync())
     R('  events', evs(c.events(0.3)))
     c.call(1, spec.Queue.Delete(queue='nw1'))
     c.close()
@@ -770,6 +775,7 @@ def s6():
     c.publish(1, '', 'ca1', b'still?')
     R('consumer k2 still consuming afterwards', evs(c.events(0.4)))
     c.close()
+    cleanup('ca1')
     # server-sent cancel: with and without capability
     for caps, label in (({'consumer_cancel_notify': True}, 'with'), ({}, 'without'),
                         ({'consumer_cancel_notify': False}, 'capability false')):
@@ -1170,6 +1176,7 @@ def s11():
     R('confirm.select nowait then sync', c.sync())
     R('tx.select on a confirm channel', c.call(1, spec.Tx.Select()))
     c.close()
+    cleanup('cf1')
     c = Conn()
     R('tx.select', c.call(1, spec.Tx.Select()))
     R('tx.select twice', c.call(1, spec.Tx.Select()))
@@ -1282,6 +1289,8 @@ def s12():
         ('expiration "0"', P(expiration='0')),
         ('expiration "99999999999999999999"', P(expiration='99999999999999999999')),
         ('expiration "4294967296"', P(expiration='4294967296')),
+        ('expiration "315360000000" (ten years)', P(expiration='315360000000')),
+        ('expiration "315360000001"', P(expiration='315360000001')),
         ('expiration "1e3"', P(expiration='1e3')),
         ('user_id "bob" + expiration "abc"', P(user_id='bob', expiration='abc')),
         ('expiration "abc" + user_id "bob"', P(expiration='abc', user_id='bob')),
@@ -1377,7 +1386,7 @@ def s13():
     t('queue.bind wr-q to "" (default, q ok)', spec.Queue.Bind(queue='wr-q', exchange=''))
     t('queue.bind w-q to amq.direct (read amq.direct?)', spec.Queue.Bind(queue='w-q', exchange='amq.direct'))
     t('exchange.bind w-x <- r-x (dest w-x, source r-x)', spec.Exchange.Bind(destination='w-x', source='r-x'))
-    t('exchange.bind r-x <- r-x (no write on dest)', spec.Exchange.Bind(destination='r-x', source='w-x'))
+    t('exchange.bind r-x <- w-x (no write on dest, no read on source)', spec.Exchange.Bind(destination='r-x', source='w-x'))
     t('exchange.bind w-x <- w-x (no read on source)', spec.Exchange.Bind(destination='w-x', source='w-x'))
     t('exchange.unbind w-x <- r-x', spec.Exchange.Unbind(destination='w-x', source='r-x'))
     t('exchange.unbind r-x <- w-x (neither)', spec.Exchange.Unbind(destination='r-x', source='w-x'))
@@ -1470,6 +1479,7 @@ def s15():
     c.publish(1, '', 'anything', b'req', props=spec.BasicProperties(reply_to=RT))
     R('publish reply_to=amq.rabbitmq.reply-to without consumer', c.sync())
     for x, extra, label in (('nosuch-x', {}, 'to a missing exchange'),
+                            ('amq.rabbitmq.trace', {}, 'to an internal exchange'),
                             ('', {'user_id': 'bob'}, 'with a wrong user_id'),
                             ('', {'expiration': 'abc'}, 'with a bad expiration')):
         c.publish(1, x, 'k', b'req', props=spec.BasicProperties(reply_to=RT, **extra))

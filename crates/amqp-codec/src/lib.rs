@@ -41,6 +41,7 @@
 )]
 
 pub mod connection;
+pub mod erlang;
 mod error;
 pub mod frame;
 // Generated code spells out every default, including those a derive would give.

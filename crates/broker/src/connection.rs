@@ -57,6 +57,8 @@ type Delivery = Pending<Arc<QueueCell>, Arc<Message>>;
 struct TxPublish {
     queues: Vec<Arc<QueueCell>>,
     message: Arc<Message>,
+    /// Mandatory and unroutable: returned at commit.
+    returned: bool,
 }
 
 /// Settlements held by a transaction until commit.
@@ -807,6 +809,17 @@ impl Conn {
                 } else {
                     if !m.exchange.is_empty() {
                         ctx.check(ch, Access::Configure, ResourceKind::Exchange, &m.exchange)?;
+                        let ae = m
+                            .arguments
+                            .get(warren_routing::ALTERNATE_EXCHANGE)
+                            .and_then(warren_amqp_codec::erlang::value_octets)
+                            .and_then(|a| {
+                                ShortStr::from_bytes(bytes::Bytes::copy_from_slice(a)).ok()
+                            });
+                        if let Some(ae) = ae {
+                            ctx.check(ch, Access::Read, ResourceKind::Exchange, &m.exchange)?;
+                            ctx.check(ch, Access::Write, ResourceKind::Exchange, &ae)?;
+                        }
                     }
                     let spec = ExchangeSpec {
                         name: m.exchange.clone(),
@@ -829,7 +842,7 @@ impl Conn {
             }
             Method::ExchangeDelete(m) => {
                 let vhost = ctx.vhost()?;
-                if !m.exchange.is_empty() && !m.exchange.as_bytes().starts_with(b"amq.") {
+                if !m.exchange.is_empty() {
                     ctx.check(ch, Access::Configure, ResourceKind::Exchange, &m.exchange)?;
                 }
                 vhost
@@ -896,6 +909,7 @@ impl Conn {
                 let name = ctx.queue_name(ch, &m.queue)?;
                 ctx.check(ch, Access::Read, ResourceKind::Queue, &name)?;
                 let cell = ctx.find_queue(&name)?;
+                ctx.check_owner(&cell)?;
                 let n = cell.lock().queue.purge();
                 if !m.nowait {
                     let ok = QueuePurgeOk {
@@ -940,7 +954,11 @@ impl Conn {
                         resume_channel(ch);
                     }
                 } else {
+                    // RabbitMQ: a per-consumer limit also lifts any channel-wide one.
                     ch.prefetch = m.prefetch_count;
+                    if ch.credit.limit() != 0 && ch.credit.set_limit(0) {
+                        resume_channel(ch);
+                    }
                 }
                 ctx.codec.send_method(number, &BasicQosOk::default().into());
             }
@@ -1084,6 +1102,9 @@ impl Conn {
             Method::TxCommit(_) => {
                 let tx = ch.mode.commit()?;
                 for p in tx.publishes {
+                    if p.returned {
+                        ctx.send_return(number, &p.message);
+                    }
                     for q in p.queues {
                         ctx.batch.push((q, p.message.clone()));
                     }
@@ -1286,11 +1307,6 @@ impl Ctx {
         } else {
             m.queue.clone()
         };
-        let name = if name.is_empty() {
-            self.queue_name(ch, &name)?
-        } else {
-            name
-        };
         let cell = if m.passive {
             let cell = self.find_queue(&name)?;
             self.check_owner(&cell)?;
@@ -1315,6 +1331,17 @@ impl Ctx {
                     cell
                 }
                 None => {
+                    if let Some(dlx) = m
+                        .arguments
+                        .get("x-dead-letter-exchange")
+                        .and_then(warren_amqp_codec::erlang::value_octets)
+                    {
+                        let dlx = ShortStr::from_bytes(bytes::Bytes::copy_from_slice(dlx))
+                            .unwrap_or_default();
+                        self.check(ch, Access::Read, ResourceKind::Queue, &name)?;
+                        self.check(ch, Access::Write, ResourceKind::Exchange, &dlx)?;
+                    }
+                    declare::validate_arguments(&requested, &name, &vhost.name)?;
                     let cell = Arc::new(QueueCell::new(
                         name.clone(),
                         &vhost.name,
@@ -1355,16 +1382,33 @@ impl Ctx {
             DestinationName::Exchange(x) => (ResourceKind::Exchange, x),
         };
         self.check(ch, Access::Write, kind, dest)?;
+        if spec.source.is_empty() {
+            return Err(warren_routing::RoutingError::DefaultExchange.exception());
+        }
         self.check(ch, Access::Read, ResourceKind::Exchange, &spec.source)?;
         let mut state = vhost.write();
-        if let DestinationName::Queue(q) = &spec.destination {
-            if let Some(cell) = state.queue_named(q) {
-                self.check_owner(cell)?;
-            }
-        }
+        // Another connection's exclusive queue: RabbitMQ answers 405 only after the existence
+        // checks (404) and the exchange type's validation (406).
+        let foreign = match &spec.destination {
+            DestinationName::Queue(q) => state
+                .queue_named(q)
+                .is_some_and(|c| c.exclusive_owner.is_some_and(|o| o != self.id)),
+            DestinationName::Exchange(_) => false,
+        };
         if bind {
-            state.topology.bind(spec).map_err(|e| e.exception())?;
+            let created = state.topology.bind(spec).map_err(|e| e.exception())?;
+            if foreign {
+                if created {
+                    let _ = state.topology.unbind(spec);
+                }
+                return Err(declare::locked(dest, &vhost.name));
+            }
         } else {
+            let both_exist = state.topology.exchange_id(spec.source.as_bytes()).is_some()
+                && state.queue_named(dest).is_some();
+            if foreign && both_exist {
+                return Err(declare::locked(dest, &vhost.name));
+            }
             state.topology.unbind(spec).map_err(|e| e.exception())?;
         }
         Ok(())
@@ -1381,14 +1425,19 @@ impl Ctx {
         } else {
             m.consumer_tag.clone()
         };
-        if ch.consumers.contains_key(&tag)
-            || ch.reply_consumer.as_ref().is_some_and(|(t, _)| *t == tag)
-        {
-            return Err(declare::reused_tag(&tag));
-        }
+        let reused = |ch: &Channel| {
+            ch.consumers.contains_key(&tag)
+                || ch.reply_consumer.as_ref().is_some_and(|(t, _)| *t == tag)
+        };
         if m.queue.as_bytes() == REPLY_TO {
             if !m.no_ack {
                 return Err(precondition("reply consumer cannot acknowledge"));
+            }
+            if ch.reply_consumer.is_some() {
+                return Err(precondition("reply consumer already set"));
+            }
+            if reused(ch) {
+                return Err(declare::reused_tag(&tag));
             }
             let key = random_name("").as_bytes().to_vec();
             self.shared
@@ -1410,6 +1459,28 @@ impl Ctx {
         self.check(ch, Access::Read, ResourceKind::Queue, &name)?;
         let cell = self.find_queue(&name)?;
         self.check_owner(&cell)?;
+        if reused(ch) {
+            return Err(declare::reused_tag(&tag));
+        }
+        if let Some(v) = m.arguments.get("x-priority") {
+            if !matches!(
+                v,
+                warren_amqp_codec::FieldValue::I8(_)
+                    | warren_amqp_codec::FieldValue::U8(_)
+                    | warren_amqp_codec::FieldValue::I16(_)
+                    | warren_amqp_codec::FieldValue::U16(_)
+                    | warren_amqp_codec::FieldValue::I32(_)
+                    | warren_amqp_codec::FieldValue::U32(_)
+                    | warren_amqp_codec::FieldValue::I64(_)
+            ) {
+                return Err(precondition(format!(
+                    "invalid arg 'x-priority' for queue '{}' in vhost '{}': \"expected integer, got {}\"",
+                    String::from_utf8_lossy(name.as_bytes()),
+                    cell.vhost,
+                    warren_amqp_codec::erlang::type_name(v)
+                )));
+            }
+        }
         let spec = ConsumerSpec {
             no_ack: m.no_ack,
             exclusive: m.exclusive,
@@ -1446,6 +1517,55 @@ impl Ctx {
         }
     }
 
+    /// `basic.return` 312 NO_ROUTE for a mandatory message no queue took.
+    fn send_return(&mut self, number: u16, message: &Message) {
+        let ret = BasicReturn {
+            reply_code: ReplyCode::NoRoute.code(),
+            reply_text: ShortStr::from_static("NO_ROUTE"),
+            exchange: message.exchange.clone(),
+            routing_key: message.routing_key.clone(),
+        };
+        self.codec
+            .send_content_raw(number, &ret.into(), &message.properties, &message.body);
+        self.shared
+            .counters
+            .returned
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The message property rules, in RabbitMQ's order: direct reply-to, `user_id`,
+    /// `expiration`. Rewrites a direct reply-to address.
+    fn check_properties(
+        &self,
+        ch: &Channel,
+        properties: &mut warren_amqp_codec::BasicProperties,
+    ) -> Result<(), AmqpException> {
+        if let Some(reply_to) = &properties.reply_to {
+            if reply_to.as_bytes() == REPLY_TO {
+                let Some((_, key)) = &ch.reply_consumer else {
+                    return Err(precondition("fast reply consumer does not exist"));
+                };
+                let mut full = REPLY_TO.to_vec();
+                full.push(b'.');
+                full.extend_from_slice(key);
+                properties.reply_to = ShortStr::from_bytes(full).ok();
+            }
+        }
+        if let Some(uid) = &properties.user_id {
+            if uid.as_bytes() != self.user.as_bytes() {
+                return Err(precondition(format!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    String::from_utf8_lossy(uid.as_bytes()),
+                    self.user
+                )));
+            }
+        }
+        if let Some(e) = &properties.expiration {
+            declare::check_expiration(e.as_bytes())?;
+        }
+        Ok(())
+    }
+
     fn publish(
         &mut self,
         number: u16,
@@ -1461,26 +1581,7 @@ impl Ctx {
         }
         self.check(ch, Access::Write, ResourceKind::Exchange, &p.exchange)?;
         let mut properties = content.header.properties;
-        if let Some(uid) = &properties.user_id {
-            if uid.as_bytes() != self.user.as_bytes() {
-                return Err(precondition(format!(
-                    "user_id property set to '{}' but authenticated user was '{}'",
-                    String::from_utf8_lossy(uid.as_bytes()),
-                    self.user
-                )));
-            }
-        }
-        if let Some(reply_to) = &properties.reply_to {
-            if reply_to.as_bytes() == REPLY_TO {
-                let Some((_, key)) = &ch.reply_consumer else {
-                    return Err(precondition("fast reply consumer does not exist"));
-                };
-                let mut full = REPLY_TO.to_vec();
-                full.push(b'.');
-                full.extend_from_slice(key);
-                properties.reply_to = ShortStr::from_bytes(full).ok();
-            }
-        }
+        // Routing first: a missing or internal exchange is reported before the properties.
         let vhost = self.vhost()?;
         let mut routed = std::mem::take(&mut self.routed);
         let result = {
@@ -1506,6 +1607,11 @@ impl Ctx {
                 return Err(e.exception());
             }
         };
+        let checked = self.check_properties(ch, &mut properties);
+        if let Err(e) = checked {
+            self.routed = routed;
+            return Err(e);
+        }
         strip_bcc(&mut properties);
         let message = Message::new(
             &p.exchange,
@@ -1537,28 +1643,23 @@ impl Ctx {
         }
         self.routed = routed;
         let counters = &self.shared.counters;
-        if queues.is_empty() && !replied {
+        let unroutable = queues.is_empty() && !replied;
+        if unroutable {
             counters.unroutable.fetch_add(1, Ordering::Relaxed);
-            if p.mandatory {
-                let ret = BasicReturn {
-                    reply_code: ReplyCode::NoRoute.code(),
-                    reply_text: ShortStr::from_static("NO_ROUTE"),
-                    exchange: message.exchange.clone(),
-                    routing_key: message.routing_key.clone(),
-                };
-                self.codec.send_content_raw(
-                    number,
-                    &ret.into(),
-                    &message.properties,
-                    &message.body,
-                );
-                counters.returned.fetch_add(1, Ordering::Relaxed);
-            }
         } else {
             counters.routed.fetch_add(1, Ordering::Relaxed);
         }
+        let returned = unroutable && p.mandatory;
+        // In a transaction the return goes out at commit, before commit-ok.
+        if returned && !matches!(ch.mode, Mode::Tx(_)) {
+            self.send_return(number, &message);
+        }
         match &mut ch.mode {
-            Mode::Tx(tx) => tx.publishes.push(TxPublish { queues, message }),
+            Mode::Tx(tx) => tx.publishes.push(TxPublish {
+                queues,
+                message,
+                returned,
+            }),
             Mode::Confirm(c) => {
                 let seq = c.publish();
                 for q in queues {

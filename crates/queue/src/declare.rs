@@ -1,7 +1,8 @@
 //! The rules of declaring, using and deleting queues that are not about their messages: names,
 //! equivalence of redeclarations, exclusivity, and the texts RabbitMQ refuses them with.
 
-use warren_amqp_codec::{AmqpException, FieldTable, ReplyCode};
+use warren_amqp_codec::erlang::{loose_eq, plain_value, type_name, value_octets};
+use warren_amqp_codec::{AmqpException, FieldTable, FieldValue, ReplyCode};
 
 /// What a `queue.declare` asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,7 +63,342 @@ pub fn check_equivalent(
             ));
         }
     }
+    for key in COMPARED_ARGS {
+        let req = arg(&requested.arguments, key);
+        let cur = arg(&current.arguments, key);
+        let tail = match (&req, &cur) {
+            (None, None) => continue,
+            (Some(a), Some(b)) if a.type_code() == b.type_code() || both_integers(a, b) => {
+                if loose_eq(a, b) {
+                    continue;
+                }
+                format!(
+                    "received '{}' but current is '{}'",
+                    plain_value(a),
+                    plain_value(b)
+                )
+            }
+            (Some(a), Some(b)) => {
+                format!(
+                    "received '{}' but current is '{}'",
+                    plain_value(a),
+                    plain_value(b)
+                )
+            }
+            (Some(a), None) => format!(
+                "received the value '{}' of type '{}' but current is none",
+                plain_value(a),
+                type_name(a)
+            ),
+            (None, Some(b)) => format!(
+                "received none but current is the value '{}' of type '{}'",
+                plain_value(b),
+                type_name(b)
+            ),
+        };
+        return Err(AmqpException::channel(
+            ReplyCode::PreconditionFailed,
+            format!(
+                "inequivalent arg '{key}' for queue '{}' in vhost '{vhost}': {tail}",
+                text(name)
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// The arguments a redeclaration must repeat exactly (others are neither compared nor
+/// validated), in RabbitMQ's order.
+const COMPARED_ARGS: [&str; 13] = [
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-single-active-consumer",
+    "x-queue-type",
+    "x-queue-master-locator",
+    "x-queue-version",
+];
+
+/// An argument's value; an absent `x-queue-type` is `classic`.
+fn arg(args: &FieldTable, key: &str) -> Option<FieldValue> {
+    match args.get(key) {
+        Some(v) => Some(v.clone()),
+        None if key == "x-queue-type" => Some(FieldValue::from("classic".to_string())),
+        None => None,
+    }
+}
+
+fn integer(v: &FieldValue) -> Option<i128> {
+    match v {
+        FieldValue::I8(x) => Some((*x).into()),
+        FieldValue::U8(x) => Some((*x).into()),
+        FieldValue::I16(x) => Some((*x).into()),
+        FieldValue::U16(x) => Some((*x).into()),
+        FieldValue::I32(x) => Some((*x).into()),
+        FieldValue::U32(x) => Some((*x).into()),
+        FieldValue::I64(x) => Some((*x).into()),
+        _ => None,
+    }
+}
+
+fn both_integers(a: &FieldValue, b: &FieldValue) -> bool {
+    integer(a).is_some() && integer(b).is_some()
+}
+
+/// The longest TTL RabbitMQ accepts: ten years in milliseconds.
+pub const MAX_TTL_MS: u64 = 315_360_000_000;
+
+fn invalid_arg(
+    key: &str,
+    name: &(impl AsRef<[u8]> + ?Sized),
+    vhost: &str,
+    why: String,
+) -> AmqpException {
+    AmqpException::channel(
+        ReplyCode::PreconditionFailed,
+        format!(
+            "invalid arg '{key}' for queue '{}' in vhost '{vhost}': {why}",
+            text(name)
+        ),
+    )
+}
+
+fn unacceptable(v: &FieldValue) -> String {
+    format!("{{unacceptable_type,{}}}", type_name(v))
+}
+
+/// Checks a new queue's arguments as RabbitMQ does, in its order (406 with its texts). Unknown
+/// arguments are accepted. Quorum queues must be durable, not exclusive, not auto-delete.
+pub fn validate_arguments(
+    decl: &QueueDecl,
+    name: &(impl AsRef<[u8]> + ?Sized),
+    vhost: &str,
+) -> Result<(), AmqpException> {
+    let args = &decl.arguments;
+    if let Some(v) = args.get("x-dead-letter-exchange") {
+        if value_octets(v).is_none() {
+            return Err(AmqpException::channel(
+                ReplyCode::PreconditionFailed,
+                format!(
+                    "invalid type '{}' for arg 'x-dead-letter-exchange' in queue '{}' in vhost '{vhost}'",
+                    type_name(v),
+                    text(name)
+                ),
+            ));
+        }
+    }
+    let mut queue_type = "classic".to_string();
+    if let Some(v) = args.get("x-queue-type") {
+        let t = value_octets(v)
+            .ok_or_else(|| invalid_arg("x-queue-type", name, vhost, unacceptable(v)))?;
+        queue_type = String::from_utf8_lossy(t).into_owned();
+        if !matches!(queue_type.as_str(), "classic" | "quorum") {
+            return Err(invalid_arg(
+                "x-queue-type",
+                name,
+                vhost,
+                format!("\"unsupported queue type '{queue_type}'\""),
+            ));
+        }
+    }
+    let non_negative = |key: &str, v: &FieldValue| -> Result<i128, AmqpException> {
+        let n = integer(v).ok_or_else(|| {
+            invalid_arg(
+                key,
+                name,
+                vhost,
+                format!("\"expected integer, got {}\"", type_name(v)),
+            )
+        })?;
+        if n < 0 {
+            return Err(invalid_arg(
+                key,
+                name,
+                vhost,
+                format!("{{value_negative,{n}}}"),
+            ));
+        }
+        Ok(n)
+    };
+    if let Some(v) = args.get("x-expires") {
+        let n = non_negative("x-expires", v)?;
+        if n == 0 {
+            return Err(invalid_arg(
+                "x-expires",
+                name,
+                vhost,
+                "{value_zero,0}".into(),
+            ));
+        }
+        if n > i128::from(MAX_TTL_MS) {
+            return Err(invalid_arg(
+                "x-expires",
+                name,
+                vhost,
+                format!("{{value_too_large,{n}}}"),
+            ));
+        }
+    }
+    if let Some(v) = args.get("x-message-ttl") {
+        let n = non_negative("x-message-ttl", v)?;
+        if n > i128::from(MAX_TTL_MS) {
+            return Err(invalid_arg(
+                "x-message-ttl",
+                name,
+                vhost,
+                format!("{{value_too_large,{n}}}"),
+            ));
+        }
+    }
+    if let Some(v) = args.get("x-dead-letter-routing-key") {
+        if value_octets(v).is_none() {
+            return Err(invalid_arg(
+                "x-dead-letter-routing-key",
+                name,
+                vhost,
+                unacceptable(v),
+            ));
+        }
+        if args.get("x-dead-letter-exchange").is_none() {
+            return Err(invalid_arg(
+                "x-dead-letter-routing-key",
+                name,
+                vhost,
+                "routing_key_but_no_dlx_defined".into(),
+            ));
+        }
+    }
+    for key in ["x-max-length", "x-max-length-bytes"] {
+        if let Some(v) = args.get(key) {
+            non_negative(key, v)?;
+        }
+    }
+    if let Some(v) = args.get("x-max-priority") {
+        let n = non_negative("x-max-priority", v)?;
+        if n > 255 {
+            return Err(invalid_arg(
+                "x-max-priority",
+                name,
+                vhost,
+                format!("{{max_value_exceeded,{n}}}"),
+            ));
+        }
+    }
+    if let Some(v) = args.get("x-overflow") {
+        let o = value_octets(v)
+            .ok_or_else(|| invalid_arg("x-overflow", name, vhost, unacceptable(v)))?;
+        if !matches!(o, b"drop-head" | b"reject-publish" | b"reject-publish-dlx") {
+            return Err(invalid_arg(
+                "x-overflow",
+                name,
+                vhost,
+                "invalid_overflow".into(),
+            ));
+        }
+    }
+    if let Some(v) = args.get("x-queue-mode") {
+        let m = value_octets(v)
+            .ok_or_else(|| invalid_arg("x-queue-mode", name, vhost, unacceptable(v)))?;
+        if !matches!(m, b"default" | b"lazy") {
+            return Err(invalid_arg(
+                "x-queue-mode",
+                name,
+                vhost,
+                format!(
+                    "\"unsupported queue mode '{}'\"",
+                    String::from_utf8_lossy(m)
+                ),
+            ));
+        }
+    }
+    if let Some(v) = args.get("x-single-active-consumer") {
+        if !matches!(v, FieldValue::Bool(_)) {
+            return Err(invalid_arg(
+                "x-single-active-consumer",
+                name,
+                vhost,
+                unacceptable(v),
+            ));
+        }
+    }
+    if queue_type == "classic" {
+        for key in ["x-max-in-memory-length", "x-dead-letter-strategy"] {
+            if args.get(key).is_some() {
+                return Err(AmqpException::channel(
+                    ReplyCode::PreconditionFailed,
+                    format!(
+                        "invalid arg '{key}' for queue '{}' in vhost '{vhost}' of queue type rabbit_classic_queue",
+                        text(name)
+                    ),
+                ));
+            }
+        }
+    } else {
+        let property = if !decl.durable {
+            Some("non-durable")
+        } else if decl.exclusive {
+            Some("exclusive-owner")
+        } else if decl.auto_delete {
+            Some("auto-delete")
+        } else {
+            None
+        };
+        if let Some(p) = property {
+            return Err(AmqpException::channel(
+                ReplyCode::PreconditionFailed,
+                format!(
+                    "invalid property '{p}' for queue '{}' in vhost '{vhost}'",
+                    text(name)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a message's `expiration` property as RabbitMQ does (an integer number of
+/// milliseconds, 0 to ten years, written as Erlang's `string:to_integer` reads it); returns the
+/// TTL, or 406 "invalid expiration 'E': T".
+pub fn check_expiration(expiration: &[u8]) -> Result<u64, AmqpException> {
+    let shown = String::from_utf8_lossy(expiration);
+    let fail = |why: String| {
+        AmqpException::channel(
+            ReplyCode::PreconditionFailed,
+            format!("invalid expiration '{shown}': {why}"),
+        )
+    };
+    let (negative, digits_start) = match expiration.first() {
+        Some(b'-') => (true, 1),
+        Some(b'+') => (false, 1),
+        _ => (false, 0),
+    };
+    let rest = expiration.get(digits_start..).unwrap_or_default();
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return Err(fail("no_integer".into()));
+    }
+    let (num, leftover) = rest.split_at(digits);
+    if !leftover.is_empty() {
+        return Err(fail(format!(
+            "{{leftover_string,\"{}\"}}",
+            String::from_utf8_lossy(leftover)
+        )));
+    }
+    let text_num = String::from_utf8_lossy(num);
+    let value: u128 = text_num.parse().unwrap_or(u128::MAX);
+    if negative && value > 0 {
+        return Err(fail(format!("{{value_negative,-{text_num}}}")));
+    }
+    if value > u128::from(MAX_TTL_MS) {
+        return Err(fail(format!("{{value_too_large,{text_num}}}")));
+    }
+    Ok(value as u64)
 }
 
 /// The queue does not exist (404).

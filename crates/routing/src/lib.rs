@@ -42,7 +42,6 @@ mod error;
 mod exchange;
 pub mod hash;
 pub mod kinds;
-mod terms;
 mod topology;
 
 pub use error::RoutingError;
@@ -78,7 +77,7 @@ pub fn sender_selected_keys<'a>(
             Some(other) => {
                 return Err(RoutingError::InvalidMessage(format!(
                     "{{unacceptable_type_in_header,\"{name}\",{}}}",
-                    terms::type_name(other)
+                    warren_amqp_codec::erlang::type_name(other)
                 )));
             }
         }

@@ -2,11 +2,11 @@
 
 use crate::exchange::{BindingRef, Destination, ExchangeId, QueueId, Registry, RouteMessage};
 use crate::hash::{Map, SeededState};
-use crate::terms::{args_identical, erlang_value, loose_eq, type_name};
 use crate::{ExchangeType, Router, RoutingError};
 use bytes::Bytes;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
+use warren_amqp_codec::erlang::{args_identical, loose_eq, plain_value, type_name, value_octets};
 use warren_amqp_codec::{BasicProperties, FieldTable, FieldValue, ShortStr};
 
 const NONE: u32 = u32::MAX;
@@ -1055,22 +1055,6 @@ fn visit(out: &mut Routed, e: ExchangeId) {
     if let Err(pos) = out.seen.binary_search(&e) {
         out.seen.insert(pos, e);
         out.work.push(e);
-    }
-}
-
-fn value_octets(v: &FieldValue) -> Option<&[u8]> {
-    match v {
-        FieldValue::LongStr(s) => Some(s.as_bytes()),
-        FieldValue::Bytes(b) => Some(b),
-        _ => None,
-    }
-}
-
-/// A value as RabbitMQ's `~ts`/`~tp` prints it inside quotes: strings raw, others as terms.
-fn plain_value(v: &FieldValue) -> String {
-    match value_octets(v) {
-        Some(o) => lossy(o),
-        None => erlang_value(v),
     }
 }
 

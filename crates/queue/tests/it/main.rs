@@ -4,6 +4,7 @@
 //! `rabbit_queue_consumers`): where a test pins a reply code or text, it is the one RabbitMQ
 //! sends.
 
+mod arguments;
 mod common;
 mod confirms;
 mod consumers;

@@ -13,9 +13,9 @@
 //! - `all` with no arguments left to match matches every message; `any` matches none.
 
 use crate::hash::SeededState;
-use crate::terms::{erlang_value, loose_eq, type_name};
 use crate::{BindingRef, Destination, ExchangeType, RouteMessage, Router, RoutingError};
 use std::cmp::Ordering;
+use warren_amqp_codec::erlang::{erlang_value, loose_eq, type_name};
 use warren_amqp_codec::{ErlangBinary, FieldTable, FieldValue, ShortStr};
 
 /// The `headers` exchange type.
@@ -194,7 +194,7 @@ impl Router for HeadersRouter {
 
     fn unbind(&mut self, b: BindingRef<'_>) {
         if let Some(pos) = self.bindings.iter().position(|(d, a, _)| {
-            *d == b.destination && crate::terms::args_identical(a, b.arguments)
+            *d == b.destination && warren_amqp_codec::erlang::args_identical(a, b.arguments)
         }) {
             self.bindings.swap_remove(pos);
         }

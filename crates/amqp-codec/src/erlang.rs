@@ -3,7 +3,7 @@
 //! them. One owner for rules the headers exchange, the equivalence checks and the error texts
 //! all use.
 
-use warren_amqp_codec::{ErlangBinary, FieldArray, FieldTable, FieldValue};
+use crate::{ErlangBinary, FieldArray, FieldTable, FieldValue};
 
 /// The term RabbitMQ decodes a top-level field value to, for `==`.
 enum Term<'a> {
@@ -39,7 +39,7 @@ fn term(v: &FieldValue) -> Term<'_> {
 }
 
 /// Erlang's `==` on the decoded terms (RabbitMQ's header matching and argument equivalence).
-pub(crate) fn loose_eq(a: &FieldValue, b: &FieldValue) -> bool {
+pub fn loose_eq(a: &FieldValue, b: &FieldValue) -> bool {
     match (term(a), term(b)) {
         (Term::Int(x), Term::Int(y)) => x == y,
         (Term::Float(x), Term::Float(y)) => x == y,
@@ -74,7 +74,7 @@ fn int_eq_float(i: i128, f: f64) -> bool {
 }
 
 /// RabbitMQ's name for a field value's type, as its error texts print it.
-pub(crate) fn type_name(v: &FieldValue) -> &'static str {
+pub fn type_name(v: &FieldValue) -> &'static str {
     match v {
         FieldValue::Bool(_) => "bool",
         FieldValue::I8(_) => "byte",
@@ -97,7 +97,7 @@ pub(crate) fn type_name(v: &FieldValue) -> &'static str {
 }
 
 /// A value printed roughly as Erlang's `~tp` prints the decoded term (scalars exactly).
-pub(crate) fn erlang_value(v: &FieldValue) -> String {
+pub fn erlang_value(v: &FieldValue) -> String {
     match v {
         FieldValue::Bool(b) => b.to_string(),
         FieldValue::I8(x) => x.to_string(),
@@ -120,7 +120,7 @@ pub(crate) fn erlang_value(v: &FieldValue) -> String {
 
 /// Exact equality of argument tables, as Erlang's `=:=` on the decoded terms: same keys in the
 /// same order, same types, same values (floats by bits, so that a NaN binding can be removed).
-pub(crate) fn args_identical(a: &FieldTable, b: &FieldTable) -> bool {
+pub fn args_identical(a: &FieldTable, b: &FieldTable) -> bool {
     a.len() == b.len()
         && a.iter()
             .zip(b.iter())
@@ -136,5 +136,22 @@ fn values_identical(a: &FieldValue, b: &FieldValue) -> bool {
             x.0.len() == y.0.len() && x.0.iter().zip(&y.0).all(|(p, q)| values_identical(p, q))
         }
         _ => a == b,
+    }
+}
+
+/// A value as RabbitMQ's `~ts`/`~tp` prints it inside quotes: strings raw, others as terms.
+pub fn plain_value(v: &FieldValue) -> String {
+    match value_octets(v) {
+        Some(o) => String::from_utf8_lossy(o).into_owned(),
+        None => erlang_value(v),
+    }
+}
+
+/// The octets of a string value (long string or byte array).
+pub fn value_octets(v: &FieldValue) -> Option<&[u8]> {
+    match v {
+        FieldValue::LongStr(s) => Some(s.as_bytes()),
+        FieldValue::Bytes(b) => Some(b),
+        _ => None,
     }
 }
