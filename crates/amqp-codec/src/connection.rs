@@ -406,6 +406,9 @@ pub struct ServerConnection {
     sent_since_tick: bool,
     received_since_tick: bool,
     blocked: bool,
+    /// The caller stopped reading the socket on purpose (flow control, a resource alarm): no
+    /// heartbeat can be missed meanwhile, as in RabbitMQ.
+    reading_paused: bool,
     /// The latest time the caller gave: frames decoded in [`Self::poll_event`] are handled as
     /// of then.
     now: Instant,
@@ -451,6 +454,7 @@ impl ServerConnection {
             sent_since_tick: false,
             received_since_tick: false,
             blocked: false,
+            reading_paused: false,
             now,
             seen: 0,
         }
@@ -630,7 +634,7 @@ impl ServerConnection {
         }
         let Some(mut hb) = self.heartbeat else { return };
         if now >= hb.next_recv_check {
-            hb.missed = if self.received_since_tick {
+            hb.missed = if self.received_since_tick || self.reading_paused {
                 0
             } else {
                 hb.missed + 1
@@ -754,6 +758,13 @@ impl ServerConnection {
             );
             self.sent_since_tick = true;
         }
+    }
+
+    /// Tells the connection that the caller stops (true) or resumes (false) reading the socket
+    /// on purpose, for flow control or a resource alarm: while paused, silence from the client
+    /// is not a missed heartbeat (RabbitMQ suspends the check while a connection is blocked).
+    pub fn pause_reading(&mut self, paused: bool) {
+        self.reading_paused = paused;
     }
 
     /// Sends `connection.blocked` (once) if the client announced it understands it.

@@ -229,6 +229,7 @@ where
             }
         }
         let throttled = conn.ctx.throttled.is_some();
+        conn.ctx.codec.pause_reading(throttled || conn.ctx.blocked);
         let want_read = conn.ctx.codec.wants_read()
             && !conn.ctx.blocked
             && !throttled

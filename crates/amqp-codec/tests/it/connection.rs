@@ -4202,3 +4202,22 @@ fn a_client_that_does_not_read_cannot_grow_the_write_buffer_without_bound() {
         "reading resumes once the output drains"
     );
 }
+
+#[test]
+fn silence_while_the_caller_pauses_reading_is_not_a_missed_heartbeat() {
+    let mut p = heartbeating();
+    p.conn.pause_reading(true);
+    for at in (1..=10).map(|i| i * 500) {
+        p.tick_at(ms(at));
+        assert_eq!(p.frames(), [Frame::Heartbeat], "at {at} ms");
+    }
+    assert!(p.conn.is_open(), "five silent intervals while paused");
+    p.conn.pause_reading(false);
+    for at in [5500, 6000, 6500] {
+        p.tick_at(ms(at));
+        assert_eq!(p.frames(), [Frame::Heartbeat]);
+    }
+    assert!(p.conn.is_open());
+    p.tick_at(ms(7000));
+    assert!(p.conn.is_finished(), "two silent intervals after resuming");
+}
