@@ -294,6 +294,9 @@ enum State {
     Open,
     /// We sent `connection.close`; waiting for `close-ok` until the deadline ("closing").
     CloseSent,
+    /// The client closed and we answered `close-ok`: waiting, input discarded, for the client
+    /// to close the socket, until the deadline (RabbitMQ leaves the socket to the client too).
+    CloseOkSent,
     /// Failed: holding the socket, reading nothing, until the deadline.
     SilentClose,
     /// Done: flush the write buffer and drop the socket.
@@ -321,7 +324,9 @@ impl State {
             State::AwaitingTuneOk => "tuning",
             State::AwaitingOpen | State::OpeningVhost => "opening",
             State::Open => "running",
-            State::CloseSent | State::SilentClose | State::Finished => "closing",
+            State::CloseSent | State::CloseOkSent | State::SilentClose | State::Finished => {
+                "closing"
+            }
         }
     }
 }
@@ -573,7 +578,10 @@ impl ServerConnection {
     /// when they arrived. The frames in them are decoded as [`Self::poll_event`] is called.
     pub fn handle_read(&mut self, now: Instant) {
         self.now = now;
-        if matches!(self.state, State::SilentClose | State::Finished) {
+        if matches!(
+            self.state,
+            State::SilentClose | State::CloseOkSent | State::Finished
+        ) {
             self.read.clear();
             self.seen = 0;
             return;
@@ -627,7 +635,7 @@ impl ServerConnection {
         if self.deadline.is_some_and(|d| now >= d) {
             self.deadline = None;
             match self.state {
-                State::CloseSent | State::SilentClose => self.end(),
+                State::CloseSent | State::CloseOkSent | State::SilentClose => self.end(),
                 State::Open | State::Finished => {}
                 _ => return self.finish(CloseReason::HandshakeTimeout),
             }
@@ -826,7 +834,7 @@ impl ServerConnection {
             ..exception
         };
         match self.state {
-            State::CloseSent | State::SilentClose | State::Finished => {}
+            State::CloseSent | State::CloseOkSent | State::SilentClose | State::Finished => {}
             s if s.fails_silently() => self.silent_close(exception, now),
             _ => {
                 self.send_close_frame(&exception);
@@ -1093,10 +1101,13 @@ impl ServerConnection {
             }
             (_, Method::ConnectionClose(m)) => {
                 frame::encode_method(&mut self.write, 0, &ConnectionCloseOk::default().into());
-                self.finish(CloseReason::ByClient {
+                self.stop(CloseReason::ByClient {
                     code: m.reply_code,
                     text: m.reply_text.to_string(),
                 });
+                self.state = State::CloseOkSent;
+                self.deadline = Some(now + self.config.close_timeout);
+                self.read.clear();
             }
             (state, _) => {
                 let text = format!(

@@ -89,6 +89,8 @@ struct Channel {
     reply_consumer: Option<(ShortStr, Vec<u8>)>,
     /// Resources this channel was allowed to touch (RabbitMQ caches per channel too).
     allowed: Vec<(Access, ResourceKind, ShortStr)>,
+    /// The last publish sequence number answered in confirm mode.
+    confirmed_upto: u64,
 }
 
 impl Channel {
@@ -102,6 +104,7 @@ impl Channel {
             last_queue: None,
             reply_consumer: None,
             allowed: Vec::new(),
+            confirmed_upto: 0,
         }
     }
 
@@ -688,6 +691,7 @@ impl Conn {
                     .counters
                     .delivered
                     .fetch_add(1, Ordering::Relaxed);
+                self.ctx.listing_dirty = true;
             }
             Outgoing::Cancelled { channel, tag } => {
                 if let Some(ch) = self.channels.get_mut(&channel) {
@@ -757,7 +761,10 @@ impl Conn {
                     .into()
                 };
                 self.ctx.codec.send_method(*n, &method);
-                confirmed += 1;
+                if reply.ack {
+                    confirmed += reply.tag - ch.confirmed_upto;
+                }
+                ch.confirmed_upto = reply.tag;
             }
         }
         if confirmed > 0 {

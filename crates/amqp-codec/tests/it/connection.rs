@@ -987,7 +987,7 @@ fn handshake_fed_one_octet_at_a_time() {
             }
         }
     );
-    assert!(p.conn.is_finished());
+    crate::assert_closed_by_client(&mut p.conn);
 }
 
 #[test]
@@ -1004,8 +1004,7 @@ fn client_may_close_during_the_handshake() {
                 }
             }]
         );
-        assert!(p.conn.is_finished());
-        assert!(!p.conn.wants_read());
+        crate::assert_closed_by_client(&mut p.conn);
         assert_eq!(p.conn.poll_timeout(), None);
         // Nothing more is read.
         p.send(Wire::new().method(0, tune_ok(2047, 131_072, 0)));
@@ -1045,7 +1044,7 @@ fn client_close_pipelined_behind_start_ok_is_answered_after_the_verdict() {
             }
         }]
     );
-    assert!(p.conn.is_finished());
+    crate::assert_closed_by_client(&mut p.conn);
 }
 
 #[test]
@@ -2524,8 +2523,7 @@ fn client_connection_close_is_answered_with_close_ok() {
             }
         }]
     );
-    assert!(p.conn.is_finished());
-    assert!(!p.conn.wants_read());
+    crate::assert_closed_by_client(&mut p.conn);
     assert!(!p.conn.is_channel_open(1));
     // Frames after the close are not read.
     p.send(Wire::new().method(1, qos(1)));
@@ -4051,7 +4049,7 @@ fn replies_to_commands_precede_a_pipelined_connection_close_ok() {
             m(0, ConnectionCloseOk::default()),
         ]
     );
-    assert!(p.conn.is_finished());
+    crate::assert_closed_by_client(&mut p.conn);
 }
 
 #[test]
