@@ -36,6 +36,7 @@ use crate::{
 };
 use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The smallest `frame_max` a peer may negotiate, and the limit in force before tuning.
@@ -394,14 +395,17 @@ struct Channel {
 /// The server side of one AMQP 0-9-1 connection, without I/O.
 #[derive(Debug)]
 pub struct ServerConnection {
-    config: ServerConfig,
+    /// Shared by every connection of a server.
+    config: Arc<ServerConfig>,
     state: State,
     read: BytesMut,
     write: BytesMut,
     events: VecDeque<Event>,
     /// Open channels by number: compact whatever numbers a client picks, and opening or
-    /// closing one moves no other.
-    channels: BTreeMap<u16, Channel>,
+    /// closing one moves no other. Boxed: a channel mid-assembly holds a method and a header,
+    /// and a map node holds eleven entries, so an idle connection would otherwise carry
+    /// kilobytes of empty slots.
+    channels: BTreeMap<u16, Box<Channel>>,
     tuning: Tuning,
     client_properties: FieldTable,
     mechanism: Mechanism,
@@ -438,7 +442,8 @@ struct Heartbeat {
 
 impl ServerConnection {
     /// A new connection whose socket was accepted at `now`.
-    pub fn new(config: ServerConfig, now: Instant) -> Self {
+    pub fn new(config: impl Into<Arc<ServerConfig>>, now: Instant) -> Self {
+        let config = config.into();
         let tuning = Tuning {
             channel_max: config.channel_max,
             frame_max: FRAME_MIN_SIZE,
@@ -914,11 +919,11 @@ impl ServerConnection {
     }
 
     fn channel(&self, channel: u16) -> Option<&Channel> {
-        self.channels.get(&channel)
+        self.channels.get(&channel).map(|c| &**c)
     }
 
     fn channel_mut(&mut self, channel: u16) -> Option<&mut Channel> {
-        self.channels.get_mut(&channel)
+        self.channels.get_mut(&channel).map(|c| &mut **c)
     }
 
     fn free_channel(&mut self, channel: u16) {
@@ -1143,10 +1148,10 @@ impl ServerConnection {
             }
             self.channels.insert(
                 channel,
-                Channel {
+                Box::new(Channel {
                     assembly: Assembly::Idle,
                     closing: false,
-                },
+                }),
             );
             frame::encode_method(&mut self.write, channel, &ChannelOpenOk::default().into());
             self.sent_since_tick = true;

@@ -74,6 +74,8 @@ pub(crate) struct Config {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: Config,
+    /// The protocol settings every connection shares.
+    pub(crate) server: Arc<ServerConfig>,
     pub(crate) users: RwLock<Users>,
     pub(crate) vhosts: RwLock<HashMap<String, Arc<Vhost>>>,
     pub(crate) connections: Mutex<HashMap<u64, Arc<ConnectionEntry>>>,
@@ -338,6 +340,7 @@ impl BrokerBuilder {
             users.set_permissions(u, v, Permissions::new(c, w, r)?);
         }
         let shared = Arc::new(Shared {
+            server: Arc::new(self.config.server.clone()),
             config: self.config.clone(),
             users: RwLock::new(users),
             vhosts: RwLock::new(HashMap::new()),

@@ -41,6 +41,8 @@ const REPLY_TO: &[u8] = b"amq.rabbitmq.reply-to";
 const WRITE_HIGH: usize = 256 * 1024;
 /// Largest single read.
 const READ_MAX: usize = 64 * 1024;
+/// Smallest read: what an idle connection keeps reserved. Reads grow with what arrives.
+const READ_MIN: usize = 256;
 
 /// Where a direct reply-to key leads.
 #[derive(Debug, Clone)]
@@ -151,7 +153,8 @@ struct Ctx {
 /// A connection: the context and its channels.
 struct Conn {
     ctx: Ctx,
-    channels: BTreeMap<u16, Channel>,
+    /// Boxed: a map node holds eleven entries, most of them empty.
+    channels: BTreeMap<u16, Box<Channel>>,
     settle_buf: Vec<Delivery>,
     incoming: VecDeque<Outgoing>,
 }
@@ -182,7 +185,7 @@ where
     let mut conn = Conn {
         ctx: Ctx {
             id: shared.next_id(),
-            codec: ServerConnection::new(shared.config.server.clone(), now()),
+            codec: ServerConnection::new(shared.server.clone(), now()),
             shared: shared.clone(),
             peer,
             user: String::new(),
@@ -208,7 +211,7 @@ where
     let mut alarm = shared.alarm.subscribe();
     let mut close_request: Option<watch::Receiver<Option<String>>> = None;
     let mut out = Bytes::new();
-    let mut read_hint = 1024;
+    let mut read_hint = READ_MIN;
     tracing::debug!(id = conn.ctx.id, ?peer, "connection accepted");
     loop {
         conn.process();
@@ -284,7 +287,7 @@ where
             Wake::Wrote(_) => break,
             Wake::Read(Ok(0)) | Wake::Read(Err(_)) => break,
             Wake::Read(Ok(n)) => {
-                read_hint = (n * 2).clamp(1024, READ_MAX);
+                read_hint = (n * 2).clamp(READ_MIN, READ_MAX);
                 conn.ctx.codec.handle_read(now());
             }
             Wake::Outbox => {}
@@ -480,7 +483,7 @@ impl Conn {
                 tracing::info!(id = ctx.id, peer = ?ctx.peer, user = %ctx.user, vhost = %ctx.vhost.as_ref().map(|v| v.name.as_str()).unwrap_or(""), channel_max = tuning.channel_max, frame_max = tuning.frame_max, heartbeat = tuning.heartbeat, "connection opened");
             }
             Event::ChannelOpened { channel } => {
-                self.channels.insert(channel, Channel::new());
+                self.channels.insert(channel, Box::new(Channel::new()));
                 ctx.listing_dirty = true;
             }
             Event::UpdateSecret { .. } => {
@@ -546,7 +549,7 @@ impl Conn {
     }
 
     /// A channel is gone: its consumers are cancelled, its unsettled deliveries requeued.
-    fn close_channel(&mut self, number: u16, mut ch: Channel) {
+    fn close_channel(&mut self, number: u16, mut ch: Box<Channel>) {
         for (_, c) in ch.consumers.drain() {
             self.ctx.cancel_in_queue(&c);
         }
