@@ -78,10 +78,22 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
     crate::run(
         root,
         &python.to_string_lossy(),
-        &["-m", "pip", "install", "-q", "--disable-pip-version-check", PIKA],
+        &[
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            PIKA,
+        ],
         &[],
     )?;
-    for tool in ["amqp-publish", "amqp-get", "amqp-consume", "amqp-declare-queue"] {
+    for tool in [
+        "amqp-publish",
+        "amqp-get",
+        "amqp-consume",
+        "amqp-declare-queue",
+    ] {
         if Command::new(tool).arg("--help").output().is_err() {
             return Err(format!(
                 "`{tool}` not found: install the amqp-tools package (apt-get install amqp-tools)"
@@ -119,14 +131,27 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
 
     // amqp-tools.
     let url = format!("amqp://guest:guest@{addr}");
-    let declared = output("amqp-declare-queue", &["--url", &url, "-q", "interop.tools", "-d"])?;
+    let declared = output(
+        "amqp-declare-queue",
+        &["--url", &url, "-q", "interop.tools", "-d"],
+    )?;
     if declared.trim() != "interop.tools" {
         return Err(format!("amqp-declare-queue printed {declared:?}"));
     }
     for body in ["one", "two", "three"] {
         output(
             "amqp-publish",
-            &["--url", &url, "-r", "interop.tools", "-p", "-C", "text/plain", "-b", body],
+            &[
+                "--url",
+                &url,
+                "-r",
+                "interop.tools",
+                "-p",
+                "-C",
+                "text/plain",
+                "-b",
+                body,
+            ],
         )?;
     }
     let got = output("amqp-get", &["--url", &url, "-q", "interop.tools"])?;
@@ -138,7 +163,9 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
         &["--url", &url, "-q", "interop.tools", "-c", "2", "cat"],
     )?;
     if consumed != "twothree" {
-        return Err(format!("amqp-consume printed {consumed:?}, expected \"twothree\""));
+        return Err(format!(
+            "amqp-consume printed {consumed:?}, expected \"twothree\""
+        ));
     }
     let empty = Command::new("amqp-get")
         .args(["--url", &url, "-q", "interop.tools"])
