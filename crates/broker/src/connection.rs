@@ -145,6 +145,10 @@ struct Ctx {
     blocked: bool,
     /// A queue this connection publishes to is congested: reading is paused until it drains.
     throttled: Option<Arc<QueueCell>>,
+    /// Still counted in `Shared::open_connections` (which the connection limit and shutdown
+    /// watch): uncounted once the connection is over, even if the socket lingers until the
+    /// client closes it.
+    counted: bool,
     /// Scratch space for settlements.
     settle_items: Vec<(Delivery, Outcome)>,
     listing_dirty: bool,
@@ -200,6 +204,7 @@ where
             blocked: false,
             throttled: None,
             settle_items: Vec::new(),
+            counted: true,
             listing_dirty: false,
         },
         channels: BTreeMap::new(),
@@ -327,7 +332,6 @@ where
     }
     let _ = wr.shutdown().await;
     conn.teardown();
-    shared.open_connections.fetch_sub(1, Ordering::AcqRel);
 }
 
 impl Conn {
@@ -538,6 +542,12 @@ impl Conn {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&e.id);
+        }
+        if std::mem::take(&mut self.ctx.counted) {
+            self.ctx
+                .shared
+                .open_connections
+                .fetch_sub(1, Ordering::AcqRel);
         }
     }
 
