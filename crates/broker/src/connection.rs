@@ -233,7 +233,7 @@ where
             break;
         }
         if let Some(q) = &conn.ctx.throttled {
-            let s = q.lock();
+            let mut s = q.lock();
             if s.deleted || !s.congested() {
                 drop(s);
                 conn.ctx.throttled = None;

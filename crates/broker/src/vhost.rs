@@ -29,20 +29,27 @@ pub(crate) struct QueueState {
     pub(crate) deleted: bool,
     /// Publishing connections paused until the backlog drains (see [`FLOW_HIGH`]).
     pub(crate) flow_waiters: Vec<Arc<Outbox>>,
+    /// `counters.delivered` at the last congestion check.
+    delivered_at_check: u64,
 }
 
-/// Ready messages past which a queue that has consumers pauses its publishers: a publisher
-/// faster than the consumers would otherwise grow the backlog (and the latency) without
-/// bound. They resume when it is down to [`FLOW_LOW`]. Queues without consumers never pause
-/// publishers; the memory alarm bounds them.
+/// Ready messages past which a queue whose consumers are draining it pauses its publishers: a
+/// publisher faster than the consumers would otherwise grow the backlog (and the latency)
+/// without bound. They resume when it is down to [`FLOW_LOW`], or as soon as the consumers
+/// stop making progress (a stuck consumer must not stall publishers: the backlog then grows
+/// as in RabbitMQ, bounded by the memory alarm). Queues without consumers never pause
+/// publishers.
 pub(crate) const FLOW_HIGH: u64 = 8192;
 /// See [`FLOW_HIGH`].
 pub(crate) const FLOW_LOW: u64 = FLOW_HIGH / 2;
 
 impl QueueState {
-    /// Whether publishers should pause for this queue.
-    pub(crate) fn congested(&self) -> bool {
-        self.queue.consumer_count() > 0 && self.queue.message_count() > FLOW_HIGH
+    /// Whether publishers should pause for this queue: a large backlog that consumers have
+    /// been draining since the last check.
+    pub(crate) fn congested(&mut self) -> bool {
+        let progressing = self.counters.delivered != self.delivered_at_check;
+        self.delivered_at_check = self.counters.delivered;
+        progressing && self.queue.consumer_count() > 0 && self.queue.message_count() > FLOW_HIGH
     }
 }
 
@@ -80,6 +87,7 @@ impl QueueCell {
                 counters: QueueCounters::default(),
                 deleted: false,
                 flow_waiters: Vec::new(),
+                delivered_at_check: 0,
             }),
         }
     }

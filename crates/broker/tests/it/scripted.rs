@@ -361,3 +361,92 @@ async fn garbage_after_the_handshake_closes_with_a_frame_error_and_frees_everyth
     assert!(h.connections().is_empty());
     assert_eq!(h.queues("/").unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_consumer_that_never_reads_leaves_its_backlog_in_the_queue() {
+    let (_b, h) = broker().await;
+    // The stuck consumer: a small pipe, read by nobody after consume-ok.
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let h2 = h.clone();
+    tokio::spawn(async move { h2.serve_connection(server, None).await });
+    let mut stuck = Peer::open(client, "guest", "guest", "/").await.unwrap();
+    stuck.open_channel(1).await.unwrap();
+    declare(&mut stuck, "big").await;
+    stuck
+        .send(
+            1,
+            BasicConsume {
+                queue: "big".into(),
+                consumer_tag: "never-reads".into(),
+                no_ack: true,
+                ..Default::default()
+            }
+            .into(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        stuck.recv_method(1).await.unwrap(),
+        Method::BasicConsumeOk(_)
+    ));
+
+    // 40,000 messages of 1 KiB (40 MiB) from another connection.
+    let mut publisher = peer(&h).await;
+    let body = vec![7u8; 1024];
+    let total = 40_000u64;
+    let mut batch = bytes::BytesMut::new();
+    for i in 0..total {
+        warren_amqp_codec::frame::encode_content(
+            &mut batch,
+            1,
+            &BasicPublish {
+                routing_key: "big".into(),
+                ..Default::default()
+            }
+            .into(),
+            &BasicProperties::default(),
+            &body,
+            publisher.frame_max,
+        );
+        if i % 1000 == 999 {
+            publisher.send_raw(&batch).await.unwrap();
+            batch.clear();
+        }
+    }
+    let ready = || {
+        h.queues("/")
+            .unwrap()
+            .into_iter()
+            .find(|q| q.name == "big")
+            .map_or(0, |q| q.messages_ready)
+    };
+    // Every message is enqueued; what the stuck connection took is bounded by its outbox
+    // and write limits (a few thousand), not by the backlog.
+    let mut settled = 0;
+    for _ in 0..500 {
+        let q = h
+            .queues("/")
+            .unwrap()
+            .into_iter()
+            .find(|q| q.name == "big")
+            .unwrap();
+        if q.counters.published == total {
+            settled += 1;
+            if settled > 5 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let delivered = h.counters().delivered;
+    assert!(
+        delivered < 8_000,
+        "the stuck connection took {delivered} messages"
+    );
+    assert!(ready() + delivered >= total - 8_000, "ready {}", ready());
+    assert!(
+        ready() > 30_000,
+        "the backlog stays in the queue: {}",
+        ready()
+    );
+}
