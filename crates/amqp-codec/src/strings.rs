@@ -60,6 +60,12 @@ macro_rules! string_type {
                 self.0.is_empty()
             }
 
+            /// A copy in an allocation of its own, so that a long-lived string does not pin
+            /// the (larger) read buffer it was decoded from.
+            pub fn detached(&self) -> Self {
+                Self(Bytes::copy_from_slice(&self.0))
+            }
+
             pub(crate) fn from_unchecked(b: Bytes) -> Self {
                 Self(b)
             }

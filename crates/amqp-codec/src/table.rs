@@ -252,6 +252,17 @@ impl FieldTable {
         read_entries(&mut r, 0)
     }
 
+    /// A deep copy in one allocation of its own, so that a long-lived table does not pin the
+    /// read buffer it was decoded from.
+    pub fn detached(&self) -> Self {
+        if self.is_empty() {
+            return Self::new();
+        }
+        let mut buf = BytesMut::with_capacity(self.encoded_len());
+        self.encode_entries(&mut buf);
+        Self::decode_entries(&buf.freeze()).unwrap_or_else(|_| self.clone())
+    }
+
     /// Encodes the entries without the 4-octet length prefix.
     pub fn encode_entries(&self, buf: &mut BytesMut) {
         for (k, v) in &self.0 {

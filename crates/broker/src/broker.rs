@@ -446,7 +446,7 @@ impl BrokerHandle {
     where
         IO: AsyncRead + AsyncWrite + Send + 'static,
     {
-        connection::serve(self.shared.clone(), io, peer).await
+        connection::serve(self.shared.clone(), io, peer, false).await
     }
 }
 
@@ -465,8 +465,11 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                     continue;
                 }
                 let _ = socket.set_nodelay(true);
+                shared.open_connections.fetch_add(1, Ordering::AcqRel);
                 let shared = shared.clone();
-                tokio::spawn(async move { connection::serve(shared, socket, Some(peer)).await });
+                tokio::spawn(
+                    async move { connection::serve(shared, socket, Some(peer), true).await },
+                );
             }
             Err(e) => {
                 // Out of file descriptors (or another transient failure): the pending

@@ -8,7 +8,7 @@
 
 use crate::auth::{self, Access, Permissions, ResourceKind};
 use crate::broker::Shared;
-use crate::handle::{ChannelInfo, ConnectionEntry};
+use crate::handle::{ChannelStats, ConnectionEntry};
 use crate::message::Message;
 use crate::outbox::{ConsumerLink, Outbox, Outgoing};
 use crate::vhost::{QueueCell, Vhost};
@@ -32,8 +32,8 @@ use warren_amqp_codec::{
 };
 use warren_queue::channel::{ChannelCredit, Mode, Pending, Unacked, check_qos};
 use warren_queue::declare::{self, QueueDecl};
-use warren_queue::{ConsumeError, ConsumerId, ConsumerSpec, Outcome, Settlement};
-use warren_routing::{BindingSpec, DestinationName, ExchangeSpec, Routed, strip_bcc};
+use warren_queue::{ConsumeError, ConsumerId, ConsumerSpec, Entry, Outcome, Settlement};
+use warren_routing::{BindingSpec, DestinationName, ExchangeSpec, Routed, strip_bcc, strip_cr_lf};
 
 /// The queue name that subscribes to direct replies.
 const REPLY_TO: &[u8] = b"amq.rabbitmq.reply-to";
@@ -41,6 +41,11 @@ const REPLY_TO: &[u8] = b"amq.rabbitmq.reply-to";
 const WRITE_HIGH: usize = 256 * 1024;
 /// Largest single read.
 const READ_MAX: usize = 64 * 1024;
+/// How often a publisher paused by a congested queue checks that its consumers still make
+/// progress.
+const FLOW_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long a finished connection may take to flush its last octets.
+const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Smallest read: what an idle connection keeps reserved. Reads grow with what arrives.
 const READ_MIN: usize = 256;
 
@@ -93,6 +98,11 @@ struct Channel {
     allowed: Vec<(Access, ResourceKind, ShortStr)>,
     /// The last publish sequence number answered in confirm mode.
     confirmed_upto: u64,
+    /// Figures for listings.
+    stats: Arc<ChannelStats>,
+    /// Where the next resumption of the channel's consumers starts, so that a channel-wide
+    /// prefetch shares its credit among the channel's queues.
+    resume_cursor: std::cell::Cell<usize>,
 }
 
 impl Channel {
@@ -107,19 +117,26 @@ impl Channel {
             reply_consumer: None,
             allowed: Vec::new(),
             confirmed_upto: 0,
+            stats: Arc::new(ChannelStats::default()),
+            resume_cursor: std::cell::Cell::new(0),
         }
     }
 
-    fn info(&self, number: u16) -> ChannelInfo {
-        ChannelInfo {
-            number,
-            consumers: (self.consumers.len() + usize::from(self.reply_consumer.is_some())) as u32,
-            unacked: self.unacked.len() as u32,
-            prefetch: self.prefetch,
-            global_prefetch: self.credit.limit(),
-            confirm: matches!(self.mode, Mode::Confirm(_)),
-            transactional: matches!(self.mode, Mode::Tx(_)),
-        }
+    /// Publishes the channel's figures for listings.
+    fn publish_stats(&self) {
+        let s = &self.stats;
+        let consumers = self.consumers.len() + usize::from(self.reply_consumer.is_some());
+        s.consumers.store(consumers as u32, Ordering::Relaxed);
+        s.unacked
+            .store(self.unacked.len() as u32, Ordering::Relaxed);
+        s.prefetch
+            .store(u32::from(self.prefetch), Ordering::Relaxed);
+        s.global_prefetch
+            .store(self.credit.limit(), Ordering::Relaxed);
+        s.confirm
+            .store(matches!(self.mode, Mode::Confirm(_)), Ordering::Relaxed);
+        s.transactional
+            .store(matches!(self.mode, Mode::Tx(_)), Ordering::Relaxed);
     }
 }
 
@@ -145,13 +162,14 @@ struct Ctx {
     blocked: bool,
     /// A queue this connection publishes to is congested: reading is paused until it drains.
     throttled: Option<Arc<QueueCell>>,
+    /// When to check next whether the congested queue's consumers still make progress.
+    throttle_recheck: tokio::time::Instant,
     /// Still counted in `Shared::open_connections` (which the connection limit and shutdown
     /// watch): uncounted once the connection is over, even if the socket lingers until the
     /// client closes it.
     counted: bool,
     /// Scratch space for settlements.
     settle_items: Vec<(Delivery, Outcome)>,
-    listing_dirty: bool,
 }
 
 /// A connection: the context and its channels.
@@ -180,11 +198,16 @@ fn random_name(prefix: &str) -> ShortStr {
 }
 
 /// Serves one connection until it ends.
-pub(crate) async fn serve<IO>(shared: Arc<Shared>, io: IO, peer: Option<SocketAddr>)
+///
+/// `counted`: the caller already counted it in `Shared::open_connections` (the accept loop
+/// does, before spawning, so that a burst of connections cannot overrun the limit).
+pub(crate) async fn serve<IO>(shared: Arc<Shared>, io: IO, peer: Option<SocketAddr>, counted: bool)
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
-    shared.open_connections.fetch_add(1, Ordering::AcqRel);
+    if !counted {
+        shared.open_connections.fetch_add(1, Ordering::AcqRel);
+    }
     let (mut rd, mut wr) = tokio::io::split(io);
     let mut conn = Conn {
         ctx: Ctx {
@@ -203,9 +226,9 @@ where
             published: 0,
             blocked: false,
             throttled: None,
+            throttle_recheck: tokio::time::Instant::now(),
             settle_items: Vec::new(),
             counted: true,
-            listing_dirty: false,
         },
         channels: BTreeMap::new(),
         settle_buf: Vec::new(),
@@ -217,9 +240,10 @@ where
     let mut close_request: Option<watch::Receiver<Option<String>>> = None;
     let mut out = Bytes::new();
     let mut read_hint = READ_MIN;
+    let mut finished_at: Option<tokio::time::Instant> = None;
     tracing::debug!(id = conn.ctx.id, ?peer, "connection accepted");
     loop {
-        conn.process();
+        conn.process(out.len());
         if close_request.is_none() {
             close_request = conn.ctx.entry.as_ref().map(|e| e.close_request.subscribe());
         }
@@ -229,13 +253,28 @@ where
                 out = w.split().freeze();
             }
         }
-        if out.is_empty() && conn.ctx.codec.is_finished() {
-            break;
+        if conn.ctx.codec.is_finished() {
+            // Flush what is left, for a little while: a peer that stopped reading must not
+            // hold the socket (and its buffers) for ever.
+            let at = *finished_at.get_or_insert_with(tokio::time::Instant::now);
+            if out.is_empty() || at.elapsed() > FLUSH_GRACE {
+                break;
+            }
         }
         if let Some(q) = &conn.ctx.throttled {
             let mut s = q.lock();
-            if s.deleted || !s.congested() {
-                drop(s);
+            let now = tokio::time::Instant::now();
+            let release = if s.deleted || !s.over_low_mark() {
+                true
+            } else if now >= conn.ctx.throttle_recheck {
+                // Still backed up: keep waiting only while its consumers make progress.
+                conn.ctx.throttle_recheck = now + FLOW_RECHECK;
+                !s.congested()
+            } else {
+                false
+            };
+            drop(s);
+            if release {
                 conn.ctx.throttled = None;
             }
         }
@@ -250,10 +289,14 @@ where
             .codec
             .poll_timeout()
             .map(tokio::time::Instant::from_std);
+        if let Some(at) = finished_at {
+            let d = at + FLUSH_GRACE;
+            deadline = Some(deadline.map_or(d, |x| x.min(d)));
+        }
         if throttled {
-            // Woken when the queue drains; checked again now and then in case the queue lost
-            // its consumers instead.
-            let recheck = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+            // Woken when the queue drains; checked again now and then in case its consumers
+            // stopped instead.
+            let recheck = conn.ctx.throttle_recheck;
             deadline = Some(deadline.map_or(recheck, |d| d.min(recheck)));
         }
         let mut rbuf = std::mem::take(conn.ctx.codec.read_buffer());
@@ -277,7 +320,6 @@ where
             CloseRequest(bool),
         }
         let wake = tokio::select! {
-            biased;
             r = wr.write(&out), if !out.is_empty() => Wake::Wrote(r),
             r = rd.read_buf(&mut rbuf), if want_read => Wake::Read(r),
             _ = outbox.notify.notified() => Wake::Outbox,
@@ -330,14 +372,22 @@ where
             }
         }
     }
-    let _ = wr.shutdown().await;
     conn.teardown();
+    let _ = tokio::time::timeout(FLUSH_GRACE, wr.shutdown()).await;
 }
 
 impl Conn {
     /// Handles every event the codec has, then delivers and confirms.
-    fn process(&mut self) {
-        while let Some(event) = self.ctx.codec.poll_event() {
+    /// Handles every event the codec has, then delivers and confirms. `unsent`: octets
+    /// already taken from the codec but not yet written. While the output backlog is over
+    /// the limit, frames stay undecoded in the read buffer: a client that does not read cannot
+    /// make the server buffer replies without bound.
+    fn process(&mut self, unsent: usize) {
+        let limit = self.ctx.shared.config.server.max_write_backlog;
+        while unsent + self.ctx.codec.write_buffer().len() < limit {
+            let Some(event) = self.ctx.codec.poll_event() else {
+                break;
+            };
             match event {
                 Event::Command {
                     channel,
@@ -367,6 +417,9 @@ impl Conn {
                             .codec
                             .close_channel(channel, e.caused_by(class_id, method_id));
                     }
+                    if let Some(ch) = self.channels.get(&channel) {
+                        ch.publish_stats();
+                    }
                 }
                 other => {
                     self.flush_publishes();
@@ -389,13 +442,22 @@ impl Conn {
         }
         self.drain_outbox(false);
         self.send_confirms();
-        if self.ctx.listing_dirty {
-            self.ctx.listing_dirty = false;
-            if let Some(e) = &self.ctx.entry {
-                let mut listed = e.channels.lock().unwrap_or_else(|e| e.into_inner());
-                listed.clear();
-                listed.extend(self.channels.iter().map(|(n, c)| (*n, c.info(*n))));
-            }
+        self.shrink_scratch();
+    }
+
+    /// Gives back scratch memory after a burst: an idle connection should cost a few KiB.
+    fn shrink_scratch(&mut self) {
+        if self.settle_buf.is_empty() && self.settle_buf.capacity() > 1024 {
+            self.settle_buf = Vec::new();
+        }
+        if self.ctx.settle_items.is_empty() && self.ctx.settle_items.capacity() > 1024 {
+            self.ctx.settle_items = Vec::new();
+        }
+        if self.incoming.is_empty() && self.incoming.capacity() > 1024 {
+            self.incoming = VecDeque::new();
+        }
+        if self.ctx.batch.is_empty() && self.ctx.batch.capacity() > 4096 {
+            self.ctx.batch = Vec::new();
         }
     }
 
@@ -487,8 +549,14 @@ impl Conn {
                 tracing::info!(id = ctx.id, peer = ?ctx.peer, user = %ctx.user, vhost = %ctx.vhost.as_ref().map(|v| v.name.as_str()).unwrap_or(""), channel_max = tuning.channel_max, frame_max = tuning.frame_max, heartbeat = tuning.heartbeat, "connection opened");
             }
             Event::ChannelOpened { channel } => {
-                self.channels.insert(channel, Box::new(Channel::new()));
-                ctx.listing_dirty = true;
+                let ch = Box::new(Channel::new());
+                if let Some(e) = &ctx.entry {
+                    e.channels
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(channel, ch.stats.clone());
+                }
+                self.channels.insert(channel, ch);
             }
             Event::UpdateSecret { .. } => {
                 ctx.codec
@@ -501,7 +569,6 @@ impl Conn {
                 if let Some(ch) = self.channels.remove(&channel) {
                     self.close_channel(channel, ch);
                 }
-                self.ctx.listing_dirty = true;
             }
             Event::Closed { reason } => {
                 match &reason {
@@ -560,6 +627,12 @@ impl Conn {
 
     /// A channel is gone: its consumers are cancelled, its unsettled deliveries requeued.
     fn close_channel(&mut self, number: u16, mut ch: Box<Channel>) {
+        if let Some(e) = &self.ctx.entry {
+            e.channels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&number);
+        }
         for (_, c) in ch.consumers.drain() {
             self.ctx.cancel_in_queue(&c);
         }
@@ -584,33 +657,34 @@ impl Conn {
         self.requeue_outbox_for(number);
     }
 
+    /// Gives back to their queues the deliveries on their way to a channel that closed (in
+    /// the outbox or already taken from it); drops its other items.
     fn requeue_outbox_for(&mut self, number: u16) {
-        let mut items = VecDeque::new();
+        let mut items = std::mem::take(&mut self.incoming);
         self.ctx.outbox.take(usize::MAX, &mut items);
+        let mut done = 0;
         for item in items {
             match item {
                 Outgoing::Deliver {
                     channel,
                     consumer,
+                    no_ack,
                     queue,
                     entry,
                     ..
                 } if channel == number => {
-                    let mut s = queue.lock();
-                    if !s.deleted {
-                        s.queue.settle([Settlement {
-                            consumer: Some(consumer),
-                            entry,
-                            outcome: Outcome::Requeue,
-                        }]);
-                        queue.deliver(&mut s);
-                    }
+                    give_back(&queue, consumer, entry, no_ack);
+                    done += 1;
                 }
                 Outgoing::Cancelled { channel, .. } | Outgoing::Reply { channel, .. }
-                    if channel == number => {}
+                    if channel == number =>
+                {
+                    done += 1;
+                }
                 other => self.incoming.push_back(other),
             }
         }
+        self.ctx.outbox.done(done);
     }
 
     /// Moves deliveries from the outbox to the socket's write buffer, as room allows
@@ -627,6 +701,7 @@ impl Conn {
                 break;
             };
             self.emit(item);
+            self.ctx.outbox.done(1);
         }
         if self.ctx.outbox.len() < Outbox::LIMIT / 2 && self.ctx.outbox.take_starved() {
             // Queues held deliveries back while the outbox was full: ask again.
@@ -664,15 +739,7 @@ impl Conn {
                             resume_channel(ch);
                         }
                     }
-                    let mut s = queue.lock();
-                    if !s.deleted {
-                        s.queue.settle([Settlement {
-                            consumer: Some(consumer),
-                            entry,
-                            outcome: Outcome::Requeue,
-                        }]);
-                        queue.deliver(&mut s);
-                    }
+                    give_back(&queue, consumer, entry, no_ack);
                     return;
                 };
                 let message = entry.message.clone();
@@ -699,17 +766,28 @@ impl Conn {
                     &message.properties,
                     &message.body,
                 );
+                ch.stats
+                    .unacked
+                    .store(ch.unacked.len() as u32, Ordering::Relaxed);
                 self.ctx
                     .shared
                     .counters
                     .delivered
                     .fetch_add(1, Ordering::Relaxed);
-                self.ctx.listing_dirty = true;
             }
-            Outgoing::Cancelled { channel, tag } => {
+            Outgoing::Cancelled {
+                channel,
+                tag,
+                consumer,
+                queue,
+            } => {
                 if let Some(ch) = self.channels.get_mut(&channel) {
-                    if ch.consumers.remove(&tag).is_some() {
-                        self.ctx.listing_dirty = true;
+                    let ours = ch
+                        .consumers
+                        .get(&tag)
+                        .is_some_and(|c| c.id == consumer && Arc::ptr_eq(&c.queue, &queue));
+                    if ours && ch.consumers.remove(&tag).is_some() {
+                        ch.publish_stats();
                         if self
                             .ctx
                             .codec
@@ -797,6 +875,7 @@ impl Conn {
         let mut batch = std::mem::take(&mut self.ctx.batch);
         if let Some(q) = enqueue(&mut batch, &self.ctx.outbox) {
             self.ctx.throttled = Some(q);
+            self.ctx.throttle_recheck = tokio::time::Instant::now() + FLOW_RECHECK;
         }
         self.ctx.batch = batch;
     }
@@ -806,7 +885,6 @@ impl Conn {
             return Ok(());
         };
         let ctx = &mut self.ctx;
-        ctx.listing_dirty = true;
         match method {
             Method::ChannelFlow(f) => {
                 if !f.active {
@@ -819,6 +897,13 @@ impl Conn {
                     .send_method(number, &ChannelFlowOk { active: true }.into());
             }
             Method::ChannelFlowOk(_) => {}
+            // A 0-8 relic that some clients still send; RabbitMQ answers with ticket 1.
+            Method::AccessRequest(_) => {
+                ctx.codec.send_method(
+                    number,
+                    &warren_amqp_codec::AccessRequestOk { ticket: 1 }.into(),
+                );
+            }
             Method::ExchangeDeclare(m) => {
                 let vhost = ctx.vhost()?;
                 if m.passive {
@@ -910,7 +995,8 @@ impl Conn {
             }
             Method::QueueBind(m) => {
                 let queue = ctx.queue_name(ch, &m.queue)?;
-                let spec = BindingSpec::queue(m.exchange.clone(), queue, m.routing_key.clone())
+                let key = routing_key_shortcut(&m.queue, &m.routing_key, &queue);
+                let spec = BindingSpec::queue(m.exchange.clone(), queue, key)
                     .with_arguments(m.arguments.clone());
                 ctx.bind(ch, &spec, true)?;
                 if !m.nowait {
@@ -920,7 +1006,8 @@ impl Conn {
             }
             Method::QueueUnbind(m) => {
                 let queue = ctx.queue_name(ch, &m.queue)?;
-                let spec = BindingSpec::queue(m.exchange.clone(), queue, m.routing_key.clone())
+                let key = routing_key_shortcut(&m.queue, &m.routing_key, &queue);
+                let spec = BindingSpec::queue(m.exchange.clone(), queue, key)
                     .with_arguments(m.arguments.clone());
                 ctx.bind(ch, &spec, false)?;
                 ctx.codec
@@ -1133,6 +1220,7 @@ impl Conn {
                 let mut batch = std::mem::take(&mut ctx.batch);
                 if let Some(q) = enqueue(&mut batch, &ctx.outbox) {
                     ctx.throttled = Some(q);
+                    ctx.throttle_recheck = tokio::time::Instant::now() + FLOW_RECHECK;
                 }
                 ctx.batch = batch;
                 for s in tx.settlements {
@@ -1148,10 +1236,10 @@ impl Conn {
                 ctx.codec
                     .send_method(number, &TxRollbackOk::default().into());
             }
-            other => {
+            _ => {
                 return Err(AmqpException::connection(
                     ReplyCode::CommandInvalid,
-                    format!("unimplemented method {}", other.name()),
+                    "unimplemented method",
                 ));
             }
         }
@@ -1159,10 +1247,40 @@ impl Conn {
     }
 }
 
+/// RabbitMQ's shortcut: `queue.bind`/`unbind` naming neither queue nor routing key binds the
+/// channel's last declared queue with its own name as the key.
+fn routing_key_shortcut(queue_arg: &ShortStr, key: &ShortStr, queue: &ShortStr) -> ShortStr {
+    if queue_arg.is_empty() && key.is_empty() {
+        queue.clone()
+    } else {
+        key.clone()
+    }
+}
+
+/// Gives a delivery that never reached its consumer back to its queue.
+fn give_back(
+    queue: &Arc<QueueCell>,
+    consumer: ConsumerId,
+    entry: Entry<Arc<Message>>,
+    no_ack: bool,
+) {
+    let mut s = queue.lock();
+    if !s.deleted {
+        s.queue.return_undelivered(consumer, entry, !no_ack);
+        queue.deliver(&mut s);
+    }
+}
+
 /// Puts a channel's consumers back in their queues' rotations (its channel-wide credit came
 /// back) and delivers.
 fn resume_channel(ch: &Channel) {
-    for c in ch.consumers.values() {
+    let n = ch.consumers.len();
+    if n == 0 {
+        return;
+    }
+    let start = ch.resume_cursor.get() % n;
+    ch.resume_cursor.set(start + 1);
+    for c in ch.consumers.values().cycle().skip(start).take(n) {
         let mut s = c.queue.lock();
         s.queue.resume(c.id);
         c.queue.deliver(&mut s);
@@ -1196,9 +1314,7 @@ fn enqueue(
         s.counters.published += n;
         cell.deliver(&mut s);
         if s.congested() {
-            if !s.flow_waiters.iter().any(|w| Arc::ptr_eq(w, publisher)) {
-                s.flow_waiters.push(publisher.clone());
-            }
+            s.add_flow_waiter(publisher);
             drop(s);
             congested = Some(cell);
         }
@@ -1281,14 +1397,15 @@ impl Ctx {
         if ch.allowed.len() >= 64 {
             ch.allowed.remove(0);
         }
-        ch.allowed.push((access, kind, name.clone()));
+        ch.allowed.push((access, kind, name.detached()));
         Ok(())
     }
 
     /// The queue name a command means: `""` is the channel's last declared queue.
+    /// CR and LF are removed from names, as RabbitMQ does.
     fn queue_name(&self, ch: &Channel, name: &ShortStr) -> Result<ShortStr, AmqpException> {
         if !name.is_empty() {
-            return Ok(name.clone());
+            return Ok(strip_cr_lf(name));
         }
         ch.last_queue.clone().ok_or_else(declare::no_previous_queue)
     }
@@ -1326,7 +1443,7 @@ impl Ctx {
         let name = if m.queue.is_empty() && !m.passive {
             random_name("amq.gen-")
         } else {
-            m.queue.clone()
+            strip_cr_lf(&m.queue)
         };
         let cell = if m.passive {
             let cell = self.find_queue(&name)?;
@@ -1364,12 +1481,12 @@ impl Ctx {
                     }
                     declare::validate_arguments(&requested, &name, &vhost.name)?;
                     let cell = Arc::new(QueueCell::new(
-                        name.clone(),
+                        name.detached(),
                         &vhost.name,
                         m.durable,
                         m.auto_delete,
                         m.exclusive.then_some(self.id),
-                        m.arguments.clone(),
+                        m.arguments.detached(),
                     ));
                     state.insert_queue(cell.clone());
                     drop(state);
@@ -1444,21 +1561,18 @@ impl Ctx {
         let tag = if m.consumer_tag.is_empty() {
             random_name("amq.ctag-")
         } else {
-            m.consumer_tag.clone()
+            m.consumer_tag.detached()
         };
-        let reused = |ch: &Channel| {
-            ch.consumers.contains_key(&tag)
-                || ch.reply_consumer.as_ref().is_some_and(|(t, _)| *t == tag)
-        };
+        // RabbitMQ checks the tag first, against the channel's queue consumers only.
+        if ch.consumers.contains_key(&tag) {
+            return Err(declare::reused_tag(&tag));
+        }
         if m.queue.as_bytes() == REPLY_TO {
             if !m.no_ack {
                 return Err(precondition("reply consumer cannot acknowledge"));
             }
             if ch.reply_consumer.is_some() {
                 return Err(precondition("reply consumer already set"));
-            }
-            if reused(ch) {
-                return Err(declare::reused_tag(&tag));
             }
             let key = random_name("").as_bytes().to_vec();
             self.shared
@@ -1480,9 +1594,6 @@ impl Ctx {
         self.check(ch, Access::Read, ResourceKind::Queue, &name)?;
         let cell = self.find_queue(&name)?;
         self.check_owner(&cell)?;
-        if reused(ch) {
-            return Err(declare::reused_tag(&tag));
-        }
         if let Some(v) = m.arguments.get("x-priority") {
             if !matches!(
                 v,
@@ -1513,9 +1624,16 @@ impl Ctx {
                 credit: ch.credit.clone(),
             },
         };
-        let id = cell.lock().queue.add_consumer(spec).map_err(|e| match e {
-            ConsumeError::ExclusiveInUse => declare::exclusive_use(&name, &cell.vhost),
-        })?;
+        let id = {
+            let mut s = cell.lock();
+            // Deleted since it was looked up (e.g. auto-deleted by another connection).
+            if s.deleted {
+                return Err(declare::not_found(&name, &cell.vhost));
+            }
+            s.queue.add_consumer(spec).map_err(|e| match e {
+                ConsumeError::ExclusiveInUse => declare::exclusive_use(&name, &cell.vhost),
+            })?
+        };
         ch.consumers.insert(
             tag.clone(),
             ChannelConsumer {
@@ -1527,12 +1645,13 @@ impl Ctx {
     }
 
     /// Removes a consumer from its queue; an auto-delete queue left without consumers goes.
-    fn cancel_in_queue(&self, c: &ChannelConsumer) {
+    fn cancel_in_queue(&mut self, c: &ChannelConsumer) {
         let removed = c.queue.lock().queue.remove_consumer(c.id);
         if removed.is_some_and(|r| r.auto_delete_now) {
             if let Some(v) = &self.vhost {
                 if c.queue.lock().queue.consumer_count() == 0 {
                     v.delete_queue(&c.queue);
+                    self.exclusive.retain(|q| !Arc::ptr_eq(q, &c.queue));
                 }
             }
         }
@@ -1652,7 +1771,11 @@ impl Ctx {
                 .unwrap_or_else(|e| e.into_inner());
             for key in routed.reply_to() {
                 let suffix = key.get(REPLY_TO.len() + 1..).unwrap_or_default();
-                if let Some(t) = targets.get(suffix) {
+                // A requester that does not read gets no more replies than its outbox holds.
+                if let Some(t) = targets
+                    .get(suffix)
+                    .filter(|t| t.outbox.len() < Outbox::LIMIT)
+                {
                     t.outbox.push(Outgoing::Reply {
                         channel: t.channel,
                         tag: t.tag.clone(),
@@ -1763,5 +1886,13 @@ impl Ctx {
         ch.unacked.drain(&mut pending);
         self.apply_settlements(ch, pending.into_iter(), Outcome::Requeue);
         Ok(())
+    }
+}
+
+impl Drop for Conn {
+    /// A connection task dropped mid-way (an embedder's timeout around `serve_connection`, a
+    /// runtime shutting down) still gives back what it holds.
+    fn drop(&mut self) {
+        self.release_all();
     }
 }

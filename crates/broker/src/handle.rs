@@ -6,7 +6,7 @@ use crate::broker::{Error, Shared};
 use crate::vhost::QueueCounters;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use warren_amqp_codec::FieldTable;
@@ -143,6 +143,31 @@ pub struct ChannelInfo {
     pub transactional: bool,
 }
 
+/// A channel's figures for listings, kept current by its connection with plain stores.
+#[derive(Debug, Default)]
+pub(crate) struct ChannelStats {
+    pub(crate) consumers: AtomicU32,
+    pub(crate) unacked: AtomicU32,
+    pub(crate) prefetch: AtomicU32,
+    pub(crate) global_prefetch: AtomicU32,
+    pub(crate) confirm: AtomicBool,
+    pub(crate) transactional: AtomicBool,
+}
+
+impl ChannelStats {
+    fn snapshot(&self, number: u16) -> ChannelInfo {
+        ChannelInfo {
+            number,
+            consumers: self.consumers.load(Ordering::Relaxed),
+            unacked: self.unacked.load(Ordering::Relaxed),
+            prefetch: self.prefetch.load(Ordering::Relaxed) as u16,
+            global_prefetch: self.global_prefetch.load(Ordering::Relaxed),
+            confirm: self.confirm.load(Ordering::Relaxed),
+            transactional: self.transactional.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// What a connection publishes about itself for listings.
 #[derive(Debug)]
 pub(crate) struct ConnectionEntry {
@@ -152,7 +177,7 @@ pub(crate) struct ConnectionEntry {
     pub(crate) vhost: String,
     pub(crate) client_name: Option<String>,
     pub(crate) connected_at: SystemTime,
-    pub(crate) channels: Mutex<BTreeMap<u16, ChannelInfo>>,
+    pub(crate) channels: Mutex<BTreeMap<u16, Arc<ChannelStats>>>,
     /// Set to ask the connection to close (with this text), as `rabbitmqctl close_connection`.
     pub(crate) close_request: tokio::sync::watch::Sender<Option<String>>,
 }
@@ -289,8 +314,8 @@ impl BrokerHandle {
                     .channels
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .values()
-                    .copied()
+                    .iter()
+                    .map(|(n, s)| s.snapshot(*n))
                     .collect(),
             })
             .collect();

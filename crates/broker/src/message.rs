@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use warren_amqp_codec::{BasicProperties, ShortStr};
 use warren_queue::Payload;
 
-/// Bodies up to this size are copied out of the read buffer they arrived in, so that a small
-/// message kept in a queue does not pin the whole (larger) block it was read into.
-const COPY_BELOW: usize = 4096;
+/// Bodies up to this size are copied out of the read buffer they arrived in, so that a
+/// message kept in a queue does not pin the whole (larger) block it was read into and the
+/// memory gauge counts what is really held. Larger bodies span several frames, which the
+/// codec assembles into an allocation of their own.
+const COPY_BELOW: usize = 132 * 1024;
 
 /// The memory messages hold, counted as they are created and dropped; the memory alarm
 /// compares it with the high watermark.

@@ -32,7 +32,12 @@ pub(crate) enum Outgoing {
         entry: Entry<Arc<Message>>,
     },
     /// The consumer's queue was deleted: tell the client (`basic.cancel`).
-    Cancelled { channel: u16, tag: ShortStr },
+    Cancelled {
+        channel: u16,
+        tag: ShortStr,
+        consumer: ConsumerId,
+        queue: Arc<QueueCell>,
+    },
     /// A direct reply-to message for a `amq.rabbitmq.reply-to` consumer.
     Reply {
         channel: u16,
@@ -45,6 +50,8 @@ pub(crate) enum Outgoing {
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     items: Mutex<VecDeque<Outgoing>>,
+    /// Entries pushed and not yet emitted: those in `items` and those the connection has taken
+    /// but not written yet ([`Outbox::done`] counts them out).
     len: AtomicUsize,
     /// A queue refused a delivery because the outbox was full.
     starved: AtomicBool,
@@ -59,15 +66,15 @@ impl Outbox {
         let was_empty = {
             let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
             items.push_back(item);
+            self.len.fetch_add(1, Ordering::SeqCst);
             items.len() == 1
         };
-        self.len.fetch_add(1, Ordering::Release);
         if was_empty {
             self.notify.notify_one();
         }
     }
 
-    /// Takes up to `max` entries.
+    /// Takes up to `max` entries; they still count until [`Outbox::done`].
     pub(crate) fn take(&self, max: usize, out: &mut VecDeque<Outgoing>) {
         let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
         let n = items.len().min(max);
@@ -79,27 +86,38 @@ impl Outbox {
         if items.capacity() > 4 * Self::LIMIT {
             items.shrink_to(Self::LIMIT);
         }
-        drop(items);
-        self.len.fetch_sub(n, Ordering::Release);
+    }
+
+    /// `n` taken entries were emitted (or given back to their queues).
+    pub(crate) fn done(&self, n: usize) {
+        if n > 0 {
+            self.len.fetch_sub(n, Ordering::SeqCst);
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Acquire)
+        self.len.load(Ordering::SeqCst)
     }
 
-    fn is_full(&self) -> bool {
-        if self.len() >= Self::LIMIT {
-            self.starved.store(true, Ordering::Release);
-            true
-        } else {
-            false
+    /// Whether queues must hold deliveries back. A refusal is recorded before the length is
+    /// read again, so a connection that drains in between either sees the record (and
+    /// resumes its consumers) or was seen draining (and the delivery goes ahead).
+    pub(crate) fn is_full(&self) -> bool {
+        if self.len() < Self::LIMIT {
+            return false;
         }
+        self.starved.store(true, Ordering::SeqCst);
+        if self.len() < Self::LIMIT {
+            return false;
+        }
+        self.notify.notify_one();
+        true
     }
 
     /// Whether queues held back deliveries since the last call (the caller resumes its
     /// consumers when it has room again).
     pub(crate) fn take_starved(&self) -> bool {
-        self.starved.swap(false, Ordering::AcqRel)
+        self.starved.swap(false, Ordering::SeqCst)
     }
 }
 

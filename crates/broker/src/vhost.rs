@@ -2,7 +2,7 @@
 
 use crate::message::Message;
 use crate::outbox::{ConsumerLink, Outbox, Outgoing};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use warren_amqp_codec::{FieldTable, ShortStr};
 use warren_queue::{Queue, QueueConfig, QueueStats};
 use warren_routing::{QueueId, Topology};
@@ -28,7 +28,7 @@ pub(crate) struct QueueState {
     /// Deleted: nothing more goes in; late settlements are ignored.
     pub(crate) deleted: bool,
     /// Publishing connections paused until the backlog drains (see [`FLOW_HIGH`]).
-    pub(crate) flow_waiters: Vec<Arc<Outbox>>,
+    flow_waiters: Vec<Weak<Outbox>>,
     /// `counters.delivered` at the last congestion check.
     delivered_at_check: u64,
 }
@@ -44,6 +44,31 @@ pub(crate) const FLOW_HIGH: u64 = 8192;
 pub(crate) const FLOW_LOW: u64 = FLOW_HIGH / 2;
 
 impl QueueState {
+    /// Whether the backlog is still above the mark at which paused publishers resume.
+    pub(crate) fn over_low_mark(&self) -> bool {
+        self.queue.consumer_count() > 0 && self.queue.message_count() > FLOW_LOW
+    }
+
+    /// Registers a publisher to be woken when the backlog drains.
+    pub(crate) fn add_flow_waiter(&mut self, publisher: &Arc<Outbox>) {
+        self.flow_waiters.retain(|w| w.strong_count() > 0);
+        if !self
+            .flow_waiters
+            .iter()
+            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(publisher)))
+        {
+            self.flow_waiters.push(Arc::downgrade(publisher));
+        }
+    }
+
+    fn wake_flow_waiters(&mut self) {
+        for w in self.flow_waiters.drain(..) {
+            if let Some(o) = w.upgrade() {
+                o.notify.notify_one();
+            }
+        }
+    }
+
     /// Whether publishers should pause for this queue: a large backlog that consumers have
     /// been draining since the last check.
     pub(crate) fn congested(&mut self) -> bool {
@@ -110,12 +135,8 @@ impl QueueCell {
             });
         });
         state.counters.delivered += n as u64;
-        if !state.flow_waiters.is_empty()
-            && (state.queue.message_count() <= FLOW_LOW || state.queue.consumer_count() == 0)
-        {
-            for w in state.flow_waiters.drain(..) {
-                w.notify.notify_one();
-            }
+        if !state.flow_waiters.is_empty() && !state.over_low_mark() {
+            state.wake_flow_waiters();
         }
     }
 
@@ -212,14 +233,14 @@ impl Vhost {
         }
         let mut state = cell.lock();
         state.deleted = true;
-        for w in state.flow_waiters.drain(..) {
-            w.notify.notify_one();
-        }
+        state.wake_flow_waiters();
         let n = state.queue.purge();
-        for (_, link) in state.queue.drain_consumers() {
+        for (consumer, link) in state.queue.drain_consumers() {
             link.outbox.push(Outgoing::Cancelled {
                 channel: link.channel,
                 tag: link.tag,
+                consumer,
+                queue: cell.clone(),
             });
         }
         Some(n)

@@ -77,6 +77,11 @@ impl<Q, M> Unacked<Q, M> {
         self.live
     }
 
+    /// Slots kept, settled ones not yet dropped included (for tests of compaction).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Whether every delivery is settled.
     pub fn is_empty(&self) -> bool {
         self.live == 0
@@ -138,10 +143,22 @@ impl<Q, M> Unacked<Q, M> {
             out(tag, p);
             self.live -= 1;
         }
+        self.compact();
+        Ok(())
+    }
+
+    /// Drops settled slots: those at the front at once, the others once they are the
+    /// majority (one delivery left unsettled must not keep a slot for every later tag).
+    fn compact(&mut self) {
         while self.slots.front().is_some_and(|(_, p)| p.is_none()) {
             self.slots.pop_front();
         }
-        Ok(())
+        if self.slots.len() > 2 * self.live + 64 {
+            self.slots.retain(|(_, p)| p.is_some());
+        }
+        if self.slots.is_empty() && self.slots.capacity() > 1024 {
+            self.slots = VecDeque::new();
+        }
     }
 
     /// Puts settled deliveries back as unsettled under their tags (`tx.rollback` drops the
@@ -183,9 +200,7 @@ impl<Q, M> Unacked<Q, M> {
                 self.live -= 1;
             }
         }
-        while self.slots.front().is_some_and(|(_, p)| p.is_none()) {
-            self.slots.pop_front();
-        }
+        self.compact();
     }
 }
 

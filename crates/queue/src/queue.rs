@@ -422,17 +422,39 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
         for s in settlements {
             self.unacked = self.unacked.saturating_sub(1);
             if let Some(id) = s.consumer {
-                if let Some(c) = self.consumer_mut(id) {
-                    c.unacked = c.unacked.saturating_sub(1);
-                    if !c.active && c.has_own_credit() {
-                        c.active = true;
-                        self.rotation.push_back(id);
-                    }
-                }
+                self.release_credit(id);
             }
             match s.outcome {
                 Outcome::Ack | Outcome::Discard => {}
                 Outcome::Requeue => self.requeue(s.entry),
+            }
+        }
+    }
+
+    /// Takes back a delivery that never reached its consumer (the consumer or its channel went
+    /// while it was on its way): it regains its position without being marked redelivered,
+    /// and the consumer's credit is freed if it needed acks. Call [`Self::deliver`] afterwards.
+    pub fn return_undelivered(
+        &mut self,
+        consumer: ConsumerId,
+        entry: Entry<M>,
+        ack_required: bool,
+    ) {
+        if ack_required {
+            self.unacked = self.unacked.saturating_sub(1);
+            self.release_credit(consumer);
+        }
+        self.ready_bytes += entry.message.body_len() as u64;
+        self.returned.insert(entry.offset, entry);
+    }
+
+    /// One of the consumer's deliveries is settled: it may take another.
+    fn release_credit(&mut self, id: ConsumerId) {
+        if let Some(c) = self.consumer_mut(id) {
+            c.unacked = c.unacked.saturating_sub(1);
+            if !c.active && c.has_own_credit() {
+                c.active = true;
+                self.rotation.push_back(id);
             }
         }
     }

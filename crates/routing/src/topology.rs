@@ -1076,10 +1076,8 @@ pub fn strip_cr_lf(name: &ShortStr) -> ShortStr {
     ShortStr::from_bytes(v).unwrap_or_default()
 }
 
-/// A copy in its own allocation, so that a long-lived name does not pin the read buffer it
-/// was decoded from.
 fn own(s: &ShortStr) -> ShortStr {
-    ShortStr::from_bytes(Bytes::copy_from_slice(s.as_bytes())).unwrap_or_default()
+    s.detached()
 }
 
 /// Arguments stably sorted by key, the form in which bindings are compared.
@@ -1093,12 +1091,6 @@ fn sorted(arguments: &FieldTable) -> FieldTable {
     own_table(&t)
 }
 
-/// A deep copy in one allocation of its own (see [`own`]).
 fn own_table(t: &FieldTable) -> FieldTable {
-    if t.is_empty() {
-        return FieldTable::new();
-    }
-    let mut buf = bytes::BytesMut::with_capacity(t.encoded_len());
-    t.encode_entries(&mut buf);
-    FieldTable::decode_entries(&buf.freeze()).unwrap_or_else(|_| t.clone())
+    t.detached()
 }

@@ -209,3 +209,28 @@ fn settling_a_get_requeues_it_in_place() {
     assert_eq!(q.stats().unacked, 0);
     assert_eq!(get_all(&mut q), [("b", true, 1), ("c", false, 0)]);
 }
+
+#[test]
+fn an_undelivered_message_returns_unmarked_and_frees_only_what_it_took() {
+    let mut q = queue();
+    let c = consumer(&mut q, 1);
+    let n = q
+        .add_consumer(spec(0, true, Rcpt::open()))
+        .expect("no-ack consumer");
+    publish_all(&mut q, &["a", "b", "c"]);
+    let d = deliver(&mut q);
+    // c (prefetch 1) takes "a", the no-ack consumer "b" and "c".
+    assert_eq!(labels(&d), ["a", "b", "c"]);
+    assert_eq!(q.stats().unacked, 1);
+    let [(ca, ea), (cb, eb), _]: [_; 3] = d.try_into().unwrap();
+    assert_eq!((ca, cb), (c, n));
+    // Neither reached its client: back in place, not redelivered; only "a" held credit.
+    q.return_undelivered(cb, eb, false);
+    q.return_undelivered(ca, ea, true);
+    assert_eq!(q.stats().unacked, 0);
+    q.remove_consumer(n).unwrap();
+    let again = deliver(&mut q);
+    assert_eq!(labels(&again), ["a"]);
+    assert!(!again[0].1.redelivered());
+    assert_eq!(get_all(&mut q), [("b", false, 0)]);
+}

@@ -322,3 +322,30 @@ fn restore_of_nothing_changes_nothing() {
     u.restore(Vec::new());
     assert_eq!(u.len(), 2);
 }
+
+#[test]
+fn one_delivery_left_unsettled_does_not_keep_a_slot_per_later_tag() {
+    let mut u: Unacked<u8, u32> = Unacked::new();
+    let mut out = Vec::new();
+    let first = u.track(pending_for_compaction(0));
+    for i in 1..100_000u32 {
+        let tag = u.track(pending_for_compaction(i));
+        u.settle(tag, false, &mut out).unwrap();
+    }
+    assert_eq!(u.len(), 1);
+    assert!(u.slot_count() < 200, "{} slots kept", u.slot_count());
+    u.settle(first, false, &mut out).unwrap();
+    assert!(u.is_empty());
+}
+
+fn pending_for_compaction(i: u32) -> Pending<u8, u32> {
+    Pending {
+        queue: 0,
+        consumer: None,
+        entry: warren_queue::Entry {
+            offset: u64::from(i),
+            delivery_count: 0,
+            message: i,
+        },
+    }
+}
