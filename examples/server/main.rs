@@ -138,7 +138,8 @@ fn parse_watermark(s: &str, total: u64) -> Result<u64, String> {
         .map_err(|_| format!("invalid memory watermark '{s}'"))?;
     let unit = unit.trim().to_ascii_lowercase();
     let factor: f64 = match unit.as_str() {
-        "" if n <= 1.0 && num.contains('.') => return Ok((n * total as f64) as u64),
+        // A bare number up to 1 is a fraction of RAM, as in the configuration file.
+        "" if n <= 1.0 => return Ok((n * total as f64) as u64),
         "" | "b" => 1.0,
         "kb" => 1e3,
         "kib" | "k" => 1024.0,
@@ -340,6 +341,7 @@ mod tests {
         assert_eq!(parse_watermark("512MiB", 0), Ok(512 * 1024 * 1024));
         assert_eq!(parse_watermark("2GB", 0), Ok(2_000_000_000));
         assert_eq!(parse_watermark("4096", 0), Ok(4096));
+        assert_eq!(parse_watermark("1", 1000), Ok(1000));
         assert!(parse_watermark("lots", 0).is_err());
         assert!(parse_watermark("5 parsecs", 0).is_err());
     }

@@ -30,13 +30,11 @@ use warren_amqp_codec::{
     ExchangeUnbindOk, Method, QueueBindOk, QueueDeclareOk, QueueDeleteOk, QueuePurgeOk,
     QueueUnbindOk, ReplyCode, ShortStr, TxCommitOk, TxRollbackOk, TxSelectOk,
 };
-use warren_queue::channel::{ChannelCredit, Mode, Pending, Unacked, check_qos};
+use warren_queue::channel::{self, ChannelCredit, Mode, Pending, REPLY_TO, Unacked, check_qos};
 use warren_queue::declare::{self, QueueDecl};
 use warren_queue::{ConsumeError, ConsumerId, ConsumerSpec, Entry, Outcome, Settlement};
 use warren_routing::{BindingSpec, DestinationName, ExchangeSpec, Routed, strip_bcc, strip_cr_lf};
 
-/// The queue name that subscribes to direct replies.
-const REPLY_TO: &[u8] = b"amq.rabbitmq.reply-to";
 /// Octets of output past which the connection stops taking deliveries from its outbox.
 const WRITE_HIGH: usize = 256 * 1024;
 /// Largest single read.
@@ -183,10 +181,6 @@ struct Conn {
 
 fn now() -> Instant {
     Instant::now()
-}
-
-fn precondition(text: impl Into<String>) -> AmqpException {
-    AmqpException::channel(ReplyCode::PreconditionFailed, text)
 }
 
 fn random_name(prefix: &str) -> ShortStr {
@@ -887,12 +881,7 @@ impl Conn {
         let ctx = &mut self.ctx;
         match method {
             Method::ChannelFlow(f) => {
-                if !f.active {
-                    return Err(AmqpException::connection(
-                        ReplyCode::NotImplemented,
-                        "active=false",
-                    ));
-                }
+                channel::check_flow(f.active)?;
                 ctx.codec
                     .send_method(number, &ChannelFlowOk { active: true }.into());
             }
@@ -1021,7 +1010,7 @@ impl Conn {
                 let n = cell.lock().queue.purge();
                 if !m.nowait {
                     let ok = QueuePurgeOk {
-                        message_count: n.min(u64::from(u32::MAX)) as u32,
+                        message_count: count32(n),
                     };
                     ctx.codec.send_method(number, &ok.into());
                 }
@@ -1050,7 +1039,7 @@ impl Conn {
                 };
                 if !m.nowait {
                     let ok = QueueDeleteOk {
-                        message_count: n.min(u64::from(u32::MAX)) as u32,
+                        message_count: count32(n),
                     };
                     ctx.codec.send_method(number, &ok.into());
                 }
@@ -1146,7 +1135,7 @@ impl Conn {
                             redelivered,
                             exchange: message.exchange.clone(),
                             routing_key: message.routing_key.clone(),
-                            message_count: left.min(u64::from(u32::MAX)) as u32,
+                            message_count: count32(left),
                         };
                         ctx.codec.send_content_raw(
                             number,
@@ -1245,6 +1234,11 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// A count as the 32-bit field of a reply carries it (saturated).
+fn count32(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// RabbitMQ's shortcut: `queue.bind`/`unbind` naming neither queue nor routing key binds the
@@ -1505,7 +1499,7 @@ impl Ctx {
         ch.last_queue = Some(cell.name.clone());
         Ok(QueueDeclareOk {
             queue: cell.name.clone(),
-            message_count: messages.min(u64::from(u32::MAX)) as u32,
+            message_count: count32(messages),
             consumer_count: consumers,
         })
     }
@@ -1568,12 +1562,7 @@ impl Ctx {
             return Err(declare::reused_tag(&tag));
         }
         if m.queue.as_bytes() == REPLY_TO {
-            if !m.no_ack {
-                return Err(precondition("reply consumer cannot acknowledge"));
-            }
-            if ch.reply_consumer.is_some() {
-                return Err(precondition("reply consumer already set"));
-            }
+            channel::check_reply_consumer(m.no_ack, ch.reply_consumer.is_some())?;
             let key = random_name("").as_bytes().to_vec();
             self.shared
                 .reply_to
@@ -1594,25 +1583,7 @@ impl Ctx {
         self.check(ch, Access::Read, ResourceKind::Queue, &name)?;
         let cell = self.find_queue(&name)?;
         self.check_owner(&cell)?;
-        if let Some(v) = m.arguments.get("x-priority") {
-            if !matches!(
-                v,
-                warren_amqp_codec::FieldValue::I8(_)
-                    | warren_amqp_codec::FieldValue::U8(_)
-                    | warren_amqp_codec::FieldValue::I16(_)
-                    | warren_amqp_codec::FieldValue::U16(_)
-                    | warren_amqp_codec::FieldValue::I32(_)
-                    | warren_amqp_codec::FieldValue::U32(_)
-                    | warren_amqp_codec::FieldValue::I64(_)
-            ) {
-                return Err(precondition(format!(
-                    "invalid arg 'x-priority' for queue '{}' in vhost '{}': \"expected integer, got {}\"",
-                    String::from_utf8_lossy(name.as_bytes()),
-                    cell.vhost,
-                    warren_amqp_codec::erlang::type_name(v)
-                )));
-            }
-        }
+        declare::check_consumer_arguments(&m.arguments, &name, &cell.vhost)?;
         let spec = ConsumerSpec {
             no_ack: m.no_ack,
             exclusive: m.exclusive,
@@ -1673,39 +1644,6 @@ impl Ctx {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The message property rules, in RabbitMQ's order: direct reply-to, `user_id`,
-    /// `expiration`. Rewrites a direct reply-to address.
-    fn check_properties(
-        &self,
-        ch: &Channel,
-        properties: &mut warren_amqp_codec::BasicProperties,
-    ) -> Result<(), AmqpException> {
-        if let Some(reply_to) = &properties.reply_to {
-            if reply_to.as_bytes() == REPLY_TO {
-                let Some((_, key)) = &ch.reply_consumer else {
-                    return Err(precondition("fast reply consumer does not exist"));
-                };
-                let mut full = REPLY_TO.to_vec();
-                full.push(b'.');
-                full.extend_from_slice(key);
-                properties.reply_to = ShortStr::from_bytes(full).ok();
-            }
-        }
-        if let Some(uid) = &properties.user_id {
-            if uid.as_bytes() != self.user.as_bytes() {
-                return Err(precondition(format!(
-                    "user_id property set to '{}' but authenticated user was '{}'",
-                    String::from_utf8_lossy(uid.as_bytes()),
-                    self.user
-                )));
-            }
-        }
-        if let Some(e) = &properties.expiration {
-            declare::check_expiration(e.as_bytes())?;
-        }
-        Ok(())
-    }
-
     fn publish(
         &mut self,
         number: u16,
@@ -1713,12 +1651,7 @@ impl Ctx {
         p: warren_amqp_codec::BasicPublish,
         content: Content,
     ) -> Result<(), AmqpException> {
-        if p.immediate {
-            return Err(AmqpException::connection(
-                ReplyCode::NotImplemented,
-                "immediate=true",
-            ));
-        }
+        channel::check_immediate(p.immediate)?;
         self.check(ch, Access::Write, ResourceKind::Exchange, &p.exchange)?;
         let mut properties = content.header.properties;
         // Routing first: a missing or internal exchange is reported before the properties.
@@ -1747,7 +1680,8 @@ impl Ctx {
                 return Err(e.exception());
             }
         };
-        let checked = self.check_properties(ch, &mut properties);
+        let reply_key = ch.reply_consumer.as_ref().map(|(_, k)| k.as_slice());
+        let checked = channel::check_properties(&mut properties, reply_key, &self.user);
         if let Err(e) = checked {
             self.routed = routed;
             return Err(e);
@@ -1876,12 +1810,7 @@ impl Ctx {
     /// `basic.recover`: every unsettled delivery goes back to its queue, marked redelivered
     /// (RabbitMQ implements only `requeue=true`).
     fn recover(&mut self, ch: &mut Channel, requeue: bool) -> Result<(), AmqpException> {
-        if !requeue {
-            return Err(AmqpException::connection(
-                ReplyCode::NotImplemented,
-                "requeue=false",
-            ));
-        }
+        channel::check_recover(requeue)?;
         let mut pending = Vec::new();
         ch.unacked.drain(&mut pending);
         self.apply_settlements(ch, pending.into_iter(), Outcome::Requeue);

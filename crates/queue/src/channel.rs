@@ -479,3 +479,83 @@ impl<P, S> Mode<P, S> {
         }
     }
 }
+
+fn not_implemented(text: &str) -> AmqpException {
+    AmqpException::connection(ReplyCode::NotImplemented, text)
+}
+
+/// `channel.flow`: RabbitMQ refuses to stop a channel's deliveries (540).
+pub fn check_flow(active: bool) -> Result<(), AmqpException> {
+    if active {
+        Ok(())
+    } else {
+        Err(not_implemented("active=false"))
+    }
+}
+
+/// `basic.publish` with `immediate` is not implemented (540), as in RabbitMQ.
+pub fn check_immediate(immediate: bool) -> Result<(), AmqpException> {
+    if immediate {
+        Err(not_implemented("immediate=true"))
+    } else {
+        Ok(())
+    }
+}
+
+/// `basic.recover` (and `recover-async`) is implemented only with `requeue` (540).
+pub fn check_recover(requeue: bool) -> Result<(), AmqpException> {
+    if requeue {
+        Ok(())
+    } else {
+        Err(not_implemented("requeue=false"))
+    }
+}
+
+/// The pseudo-queue a client consumes from to receive direct replies.
+pub const REPLY_TO: &[u8] = b"amq.rabbitmq.reply-to";
+
+/// `basic.consume` of [`REPLY_TO`]: the consumer must be `no_ack`, and a channel has one.
+pub fn check_reply_consumer(no_ack: bool, already_set: bool) -> Result<(), AmqpException> {
+    if !no_ack {
+        return Err(precondition("reply consumer cannot acknowledge"));
+    }
+    if already_set {
+        return Err(precondition("reply consumer already set"));
+    }
+    Ok(())
+}
+
+/// The message property rules RabbitMQ applies to a publish, in its order:
+/// - `reply_to` equal to [`REPLY_TO`] needs a reply consumer on the channel (its key, given as
+///   `reply_key`) and is rewritten to `amq.rabbitmq.reply-to.<key>`;
+/// - `user_id`, if set, must be the authenticated user;
+/// - `expiration` must be a valid TTL (see [`crate::declare::check_expiration`]).
+pub fn check_properties(
+    properties: &mut warren_amqp_codec::BasicProperties,
+    reply_key: Option<&[u8]>,
+    user: &str,
+) -> Result<(), AmqpException> {
+    if properties
+        .reply_to
+        .as_ref()
+        .is_some_and(|r| r.as_bytes() == REPLY_TO)
+    {
+        let key = reply_key.ok_or_else(|| precondition("fast reply consumer does not exist"))?;
+        let mut full = REPLY_TO.to_vec();
+        full.push(b'.');
+        full.extend_from_slice(key);
+        properties.reply_to = warren_amqp_codec::ShortStr::from_bytes(full).ok();
+    }
+    if let Some(uid) = &properties.user_id {
+        if uid.as_bytes() != user.as_bytes() {
+            return Err(precondition(&format!(
+                "user_id property set to '{}' but authenticated user was '{user}'",
+                String::from_utf8_lossy(uid.as_bytes()),
+            )));
+        }
+    }
+    if let Some(e) = &properties.expiration {
+        crate::declare::check_expiration(e.as_bytes())?;
+    }
+    Ok(())
+}

@@ -456,3 +456,22 @@ pub fn reused_tag(tag: &(impl AsRef<[u8]> + ?Sized)) -> AmqpException {
         format!("attempt to reuse consumer tag '{}'", text(tag)),
     )
 }
+
+/// `basic.consume` arguments: `x-priority` must be an integer (406); others are ignored.
+pub fn check_consumer_arguments(
+    args: &FieldTable,
+    name: &(impl AsRef<[u8]> + ?Sized),
+    vhost: &str,
+) -> Result<(), AmqpException> {
+    if let Some(v) = args.get("x-priority") {
+        if integer(v).is_none() {
+            return Err(invalid_arg(
+                "x-priority",
+                name,
+                vhost,
+                format!("\"expected integer, got {}\"", type_name(v)),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -269,8 +269,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Peer<IO> {
         })
     }
 
-    /// Waits for the server to close: returns the reply code and text of `channel.close` (on
-    /// `channel`) or `connection.close` (channel 0), and answers with the close-ok.
+    /// Waits for the server to close: `channel.close` on `channel`, or `connection.close` when
+    /// `channel` is 0 (anything else, a close of the other scope included, is unexpected).
+    /// Returns the reply code, text, class and method ids, and answers with the close-ok.
     pub async fn recv_close(&mut self, channel: u16) -> Result<(u16, String, u16, u16), PeerError> {
         loop {
             match self.recv().await? {
@@ -290,7 +291,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Peer<IO> {
                 Frame::Method {
                     channel: 0,
                     method: Method::ConnectionClose(m),
-                } => {
+                } if channel == 0 => {
                     self.send(0, warren_amqp_codec::ConnectionCloseOk::default().into())
                         .await?;
                     return Ok((

@@ -12,5 +12,6 @@ mod credit;
 mod declare;
 mod mode;
 mod model;
+mod rules;
 mod settle;
 mod unacked;
