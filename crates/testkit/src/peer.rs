@@ -169,6 +169,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Peer<IO> {
         .await
     }
 
+    /// The stream, for scripts that take over (e.g. split it to read and write at once).
+    /// Octets already read but not consumed are lost.
+    pub fn into_inner(self) -> IO {
+        self.io
+    }
+
     /// Opens a channel and waits for `channel.open-ok`.
     pub async fn open_channel(&mut self, channel: u16) -> Result<(), PeerError> {
         self.send(channel, ChannelOpen::default().into()).await?;

@@ -9,6 +9,7 @@ mod common;
 mod connection;
 mod consume;
 mod exchanges;
+mod fuzz;
 mod handle;
 mod permissions;
 mod publish;
