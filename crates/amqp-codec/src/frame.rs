@@ -305,14 +305,9 @@ pub fn encode_content(
     body: &[u8],
     frame_max: u32,
 ) {
-    encode_method(buf, channel, method);
-    let at = begin_frame(buf, FRAME_HEADER, channel);
-    put_short(buf, method.class_id());
-    put_short(buf, 0);
-    put_longlong(buf, body.len() as u64);
-    properties.encode(buf);
-    end_frame(buf, at);
-    encode_bodies(buf, channel, body, frame_max);
+    encode_content_with(buf, channel, method, body, frame_max, |buf| {
+        properties.encode(buf)
+    });
 }
 
 /// [`encode_content`] with the properties already encoded (property flags and list, as
@@ -326,12 +321,26 @@ pub fn encode_content_raw(
     body: &[u8],
     frame_max: u32,
 ) {
+    encode_content_with(buf, channel, method, body, frame_max, |buf| {
+        buf.extend_from_slice(encoded_properties)
+    });
+}
+
+/// The method, a header whose properties `properties` writes, and the body frames.
+fn encode_content_with(
+    buf: &mut BytesMut,
+    channel: u16,
+    method: &Method,
+    body: &[u8],
+    frame_max: u32,
+    properties: impl FnOnce(&mut BytesMut),
+) {
     encode_method(buf, channel, method);
     let at = begin_frame(buf, FRAME_HEADER, channel);
     put_short(buf, method.class_id());
     put_short(buf, 0);
     put_longlong(buf, body.len() as u64);
-    buf.extend_from_slice(encoded_properties);
+    properties(buf);
     end_frame(buf, at);
     encode_bodies(buf, channel, body, frame_max);
 }

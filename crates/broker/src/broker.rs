@@ -192,15 +192,7 @@ impl BrokerBuilder {
     pub fn user(mut self, name: &str, password: &str, tags: &[&str]) -> Self {
         self.plain_passwords
             .push((name.to_string(), password.to_string()));
-        self.users.push((
-            User {
-                name: name.to_string(),
-                password_hash: None,
-                tags: tags.iter().map(|t| t.to_string()).collect(),
-            },
-            false,
-        ));
-        self
+        self.push_user(name, tags)
     }
 
     /// Adds a user with a RabbitMQ password hash (base64 of salt and SHA-256, as in exported
@@ -208,6 +200,10 @@ impl BrokerBuilder {
     pub fn user_with_hash(mut self, name: &str, password_hash: &str, tags: &[&str]) -> Self {
         self.hashes
             .push((name.to_string(), password_hash.to_string()));
+        self.push_user(name, tags)
+    }
+
+    fn push_user(mut self, name: &str, tags: &[&str]) -> Self {
         self.users.push((
             User {
                 name: name.to_string(),

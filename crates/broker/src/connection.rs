@@ -930,10 +930,7 @@ impl Conn {
                         .declare_exchange(spec)
                         .map_err(|e| e.exception())?;
                 }
-                if !m.nowait {
-                    ctx.codec
-                        .send_method(number, &ExchangeDeclareOk::default().into());
-                }
+                ctx.reply(number, !m.nowait, ExchangeDeclareOk::default());
             }
             Method::ExchangeDelete(m) => {
                 let vhost = ctx.vhost()?;
@@ -945,62 +942,37 @@ impl Conn {
                     .topology
                     .delete_exchange(&m.exchange, m.if_unused)
                     .map_err(|e| e.exception())?;
-                if !m.nowait {
-                    ctx.codec
-                        .send_method(number, &ExchangeDeleteOk::default().into());
-                }
+                ctx.reply(number, !m.nowait, ExchangeDeleteOk::default());
             }
             Method::ExchangeBind(m) => {
-                let spec = BindingSpec::exchange(
-                    m.source.clone(),
-                    m.destination.clone(),
-                    m.routing_key.clone(),
-                )
-                .with_arguments(m.arguments.clone());
+                let spec = BindingSpec::exchange(m.source, m.destination, m.routing_key)
+                    .with_arguments(m.arguments);
                 ctx.bind(ch, &spec, true)?;
-                if !m.nowait {
-                    ctx.codec
-                        .send_method(number, &ExchangeBindOk::default().into());
-                }
+                ctx.reply(number, !m.nowait, ExchangeBindOk::default());
             }
             Method::ExchangeUnbind(m) => {
-                let spec = BindingSpec::exchange(
-                    m.source.clone(),
-                    m.destination.clone(),
-                    m.routing_key.clone(),
-                )
-                .with_arguments(m.arguments.clone());
+                let spec = BindingSpec::exchange(m.source, m.destination, m.routing_key)
+                    .with_arguments(m.arguments);
                 ctx.bind(ch, &spec, false)?;
-                if !m.nowait {
-                    ctx.codec
-                        .send_method(number, &ExchangeUnbindOk::default().into());
-                }
+                ctx.reply(number, !m.nowait, ExchangeUnbindOk::default());
             }
             Method::QueueDeclare(m) => {
                 let reply = ctx.declare_queue(ch, &m)?;
-                if !m.nowait {
-                    ctx.codec.send_method(number, &reply.into());
-                }
+                ctx.reply(number, !m.nowait, reply);
             }
             Method::QueueBind(m) => {
                 let queue = ctx.queue_name(ch, &m.queue)?;
                 let key = routing_key_shortcut(&m.queue, &m.routing_key, &queue);
-                let spec = BindingSpec::queue(m.exchange.clone(), queue, key)
-                    .with_arguments(m.arguments.clone());
+                let spec = BindingSpec::queue(m.exchange, queue, key).with_arguments(m.arguments);
                 ctx.bind(ch, &spec, true)?;
-                if !m.nowait {
-                    ctx.codec
-                        .send_method(number, &QueueBindOk::default().into());
-                }
+                ctx.reply(number, !m.nowait, QueueBindOk::default());
             }
             Method::QueueUnbind(m) => {
                 let queue = ctx.queue_name(ch, &m.queue)?;
                 let key = routing_key_shortcut(&m.queue, &m.routing_key, &queue);
-                let spec = BindingSpec::queue(m.exchange.clone(), queue, key)
-                    .with_arguments(m.arguments.clone());
+                let spec = BindingSpec::queue(m.exchange, queue, key).with_arguments(m.arguments);
                 ctx.bind(ch, &spec, false)?;
-                ctx.codec
-                    .send_method(number, &QueueUnbindOk::default().into());
+                ctx.reply(number, true, QueueUnbindOk::default());
             }
             Method::QueuePurge(m) => {
                 let name = ctx.queue_name(ch, &m.queue)?;
@@ -1008,12 +980,10 @@ impl Conn {
                 let cell = ctx.find_queue(&name)?;
                 ctx.check_owner(&cell)?;
                 let n = cell.lock().queue.purge();
-                if !m.nowait {
-                    let ok = QueuePurgeOk {
-                        message_count: count32(n),
-                    };
-                    ctx.codec.send_method(number, &ok.into());
-                }
+                let ok = QueuePurgeOk {
+                    message_count: count32(n),
+                };
+                ctx.reply(number, !m.nowait, ok);
             }
             Method::QueueDelete(m) => {
                 let name = ctx.queue_name(ch, &m.queue)?;
@@ -1037,12 +1007,10 @@ impl Conn {
                         vhost.delete_queue(&cell).unwrap_or(0)
                     }
                 };
-                if !m.nowait {
-                    let ok = QueueDeleteOk {
-                        message_count: count32(n),
-                    };
-                    ctx.codec.send_method(number, &ok.into());
-                }
+                let ok = QueueDeleteOk {
+                    message_count: count32(n),
+                };
+                ctx.reply(number, !m.nowait, ok);
             }
             Method::BasicQos(m) => {
                 check_qos(m.prefetch_size)?;
@@ -1061,10 +1029,7 @@ impl Conn {
             }
             Method::BasicConsume(m) => {
                 let (tag, queue) = ctx.consume(number, ch, &m)?;
-                if !m.nowait {
-                    ctx.codec
-                        .send_method(number, &BasicConsumeOk { consumer_tag: tag }.into());
-                }
+                ctx.reply(number, !m.nowait, BasicConsumeOk { consumer_tag: tag });
                 // Deliveries for the new consumer come after its consume-ok.
                 if let Some(q) = queue {
                     let mut s = q.lock();
@@ -1094,12 +1059,10 @@ impl Conn {
                             .remove(&key);
                     }
                 }
-                if !m.nowait {
-                    let ok = BasicCancelOk {
-                        consumer_tag: m.consumer_tag,
-                    };
-                    self.ctx.codec.send_method(number, &ok.into());
-                }
+                let ok = BasicCancelOk {
+                    consumer_tag: m.consumer_tag,
+                };
+                self.ctx.reply(number, !m.nowait, ok);
             }
             Method::BasicGet(m) => {
                 let name = ctx.queue_name(ch, &m.queue)?;
@@ -1187,10 +1150,7 @@ impl Conn {
             Method::BasicRecoverAsync(m) => ctx.recover(ch, m.requeue)?,
             Method::ConfirmSelect(m) => {
                 ch.mode.select_confirm()?;
-                if !m.nowait {
-                    ctx.codec
-                        .send_method(number, &ConfirmSelectOk::default().into());
-                }
+                ctx.reply(number, !m.nowait, ConfirmSelectOk::default());
             }
             Method::TxSelect(_) => {
                 ch.mode.select_tx()?;
@@ -1349,6 +1309,13 @@ fn settle_by_queue(items: &mut Vec<(Delivery, Outcome)>) {
 }
 
 impl Ctx {
+    /// Sends a method's reply, unless the client asked for none (`nowait`).
+    fn reply(&mut self, number: u16, wanted: bool, reply: impl Into<Method>) {
+        if wanted {
+            self.codec.send_method(number, &reply.into());
+        }
+    }
+
     fn vhost(&self) -> Result<Arc<Vhost>, AmqpException> {
         self.vhost.clone().ok_or_else(|| {
             AmqpException::connection(ReplyCode::InternalError, "no virtual host open")
