@@ -166,8 +166,33 @@ struct Ctx {
     /// watch): uncounted once the connection is over, even if the socket lingers until the
     /// client closes it.
     counted: bool,
+    /// Counts not yet added to the broker's totals (added once per batch: the totals are
+    /// shared by every connection's thread).
+    tally: Tally,
     /// Scratch space for settlements.
     settle_items: Vec<(Delivery, Outcome)>,
+}
+
+/// Per-batch counts, added to the shared [`crate::broker::Counters`] at once.
+#[derive(Debug, Default)]
+struct Tally {
+    delivered: u64,
+    routed: u64,
+    unroutable: u64,
+}
+
+impl Tally {
+    fn flush(&mut self, c: &crate::broker::Counters) {
+        for (n, total) in [
+            (&mut self.delivered, &c.delivered),
+            (&mut self.routed, &c.routed),
+            (&mut self.unroutable, &c.unroutable),
+        ] {
+            if *n > 0 {
+                total.fetch_add(std::mem::take(n), Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// A connection: the context and its channels.
@@ -222,6 +247,7 @@ where
             throttled: None,
             throttle_recheck: tokio::time::Instant::now(),
             settle_items: Vec::new(),
+            tally: Tally::default(),
             counted: true,
         },
         channels: BTreeMap::new(),
@@ -436,6 +462,7 @@ impl Conn {
         }
         self.drain_outbox(false);
         self.send_confirms();
+        self.ctx.tally.flush(&self.ctx.shared.counters);
         self.shrink_scratch();
     }
 
@@ -616,6 +643,7 @@ impl Conn {
     fn teardown(&mut self) {
         self.flush_publishes();
         self.release_all();
+        self.ctx.tally.flush(&self.ctx.shared.counters);
         tracing::debug!(id = self.ctx.id, "connection finished");
     }
 
@@ -763,11 +791,7 @@ impl Conn {
                 ch.stats
                     .unacked
                     .store(ch.unacked.len() as u32, Ordering::Relaxed);
-                self.ctx
-                    .shared
-                    .counters
-                    .delivered
-                    .fetch_add(1, Ordering::Relaxed);
+                self.ctx.tally.delivered += 1;
             }
             Outgoing::Cancelled {
                 channel,
@@ -1687,12 +1711,11 @@ impl Ctx {
             }
         }
         self.routed = routed;
-        let counters = &self.shared.counters;
         let unroutable = queues.is_empty() && !replied;
         if unroutable {
-            counters.unroutable.fetch_add(1, Ordering::Relaxed);
+            self.tally.unroutable += 1;
         } else {
-            counters.routed.fetch_add(1, Ordering::Relaxed);
+            self.tally.routed += 1;
         }
         let returned = unroutable && p.mandatory;
         // In a transaction the return goes out at commit, before commit-ok.
