@@ -1271,18 +1271,20 @@ impl ServerConnection {
             return self.protocol_error(not_expected(None, None), now);
         };
         let closing = ch.closing;
-        let pending = std::mem::replace(&mut ch.assembly, Assembly::Idle);
+        // Updated in place: the assembly (method and header) is large, and a message of many
+        // body frames would otherwise be moved out and back for each of them.
         let Assembly::Body {
             method,
-            header,
-            mut body,
+            body,
             remaining,
-        } = pending
+            ..
+        } = &mut ch.assembly
         else {
+            let pending = std::mem::replace(&mut ch.assembly, Assembly::Idle);
             return self.protocol_error(not_expected(Some(&pending), None), now);
         };
         let len = payload.len() as u64;
-        if len > remaining {
+        if len > *remaining {
             let e = AmqpException::connection(
                 ReplyCode::FrameError,
                 "content body frame exceeds remaining content size",
@@ -1290,28 +1292,31 @@ impl ServerConnection {
             .caused_by(method.class_id(), method.method_id());
             return self.protocol_error(e, now);
         }
-        let remaining = remaining - len;
+        *remaining -= len;
         if !closing {
             body.push(payload);
         }
-        if remaining == 0 {
-            self.dispatch(
-                channel,
-                method,
-                Some(Content {
-                    header,
-                    body: body.finish(),
-                }),
-                now,
-            );
-        } else if let Some(ch) = self.channel_mut(channel) {
-            ch.assembly = Assembly::Body {
-                method,
-                header,
-                body,
-                remaining,
-            };
+        if *remaining > 0 {
+            return;
         }
+        let Assembly::Body {
+            method,
+            header,
+            body,
+            ..
+        } = std::mem::replace(&mut ch.assembly, Assembly::Idle)
+        else {
+            return;
+        };
+        self.dispatch(
+            channel,
+            method,
+            Some(Content {
+                header,
+                body: body.finish(),
+            }),
+            now,
+        );
     }
 }
 
