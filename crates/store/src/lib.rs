@@ -1,13 +1,27 @@
 //! # warren-store
 //!
-//! Durable storage. **Work has not started**: this crate holds only its description until the
-//! durability issue.
+//! Durable storage, synchronous and runtime-agnostic; an fsync error is fatal and never
+//! retried. **In progress** (the durability issue): today it holds the storage layer every
+//! other part goes through.
+//!
+//! - [`backend`]: the [`Backend`] trait (a flat namespace of files with positional reads and
+//!   writes, `fdatasync`, and directory syncs for creations, renames and removals), a
+//!   [`FileBackend`] on disk, a [`MemoryBackend`], a [`CrashBackend`] whose durable image only
+//!   completed syncs advance and which fails chosen operations, and the [`backend::conformance`]
+//!   suite every backend passes.
 //!
 //! It will own: a segmented append-only log of records (length, CRC32C, version byte), the
 //! message store with reference counts (a message routed to many queues is written once), per
 //! queue indexes of positions and acks, the metadata store for durable definitions, group
-//! commit with `fdatasync`, compaction, and recovery that cuts torn tails and reports damaged
-//! records. All file access goes through one `Backend` trait (file, in-memory and
-//! fault-injecting backends) and every backend passes the exported conformance suite.
-//!
-//! It is synchronous and runtime-agnostic; an fsync error is fatal and never retried.
+//! commit, compaction, and recovery that cuts torn tails and reports damaged records.
+#![forbid(unsafe_code)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic_in_result_fn
+)]
+
+pub mod backend;
+
+pub use backend::{Backend, BackendFile, CrashBackend, Fault, FileBackend, MemoryBackend};

@@ -1,0 +1,3 @@
+//! Integration tests of `warren-store`, one binary (see `docs/ARCHITECTURE.md`).
+
+mod backend;
