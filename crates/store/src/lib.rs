@@ -9,6 +9,10 @@
 //!   [`FileBackend`] on disk, a [`MemoryBackend`], a [`CrashBackend`] whose durable image only
 //!   completed syncs advance and which fails chosen operations, and the [`backend::conformance`]
 //!   suite every backend passes.
+//! - [`log`]: a segmented append-only log of checksummed records (length, CRC32C, version,
+//!   kind), group commit with one `fdatasync` per [`Log::sync`], segments rolled at a size
+//!   limit, and recovery that cuts torn tails and skips (and reports) damaged records. A
+//!   failed write or sync stops the log for good.
 //!
 //! It will own: a segmented append-only log of records (length, CRC32C, version byte), the
 //! message store with reference counts (a message routed to many queues is written once), per
@@ -23,5 +27,7 @@
 )]
 
 pub mod backend;
+pub mod log;
 
 pub use backend::{Backend, BackendFile, CrashBackend, Fault, FileBackend, MemoryBackend};
+pub use log::{Damage, Log, LogOptions, Position, Record, Recovery, StoreError};

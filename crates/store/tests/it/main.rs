@@ -1,3 +1,4 @@
 //! Integration tests of `warren-store`, one binary (see `docs/ARCHITECTURE.md`).
 
 mod backend;
+mod log;

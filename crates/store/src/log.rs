@@ -1,0 +1,544 @@
+//! A segmented append-only log of checksummed records, with recovery.
+//!
+//! Byte layout (all integers little-endian; `docs/design/store.md`):
+//!
+//! ```text
+//! segment  := header record*
+//! header   := "WRNSEG" version:u16 reserved:u64          (16 octets)
+//! record   := length:u32 crc:u32 version:u8 kind:u8 payload[length]
+//! crc      := CRC32C over version, kind and payload
+//! ```
+//!
+//! Appends are positional writes at the end of the active segment; [`Log::sync`] makes them
+//! durable with one `fdatasync` (group commit: one sync covers every append since the last).
+//! A segment that would grow past the size limit is closed and a new one started.
+//!
+//! Recovery ([`Log::open`]) reads every segment: a record cut short at the end of a segment
+//! (a torn write) is cut off; a record whose checksum fails is reported and skipped, the scan
+//! resuming at the next record that checks out; everything else is recovered. Nothing is
+//! refused silently: every cut and skip is reported with its segment and offset.
+
+use crate::backend::{Backend, BackendFile};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The record format version written.
+pub const RECORD_VERSION: u8 = 1;
+/// Octets before a record's payload.
+pub const RECORD_HEADER: usize = 10;
+/// The segment header.
+pub const SEGMENT_MAGIC: &[u8; 6] = b"WRNSEG";
+/// The segment format version written.
+pub const SEGMENT_VERSION: u16 = 1;
+/// Octets of the segment header.
+pub const SEGMENT_HEADER: u64 = 16;
+/// The largest payload a record may carry.
+pub const MAX_RECORD: usize = 128 * 1024 * 1024;
+
+/// Errors of the store.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, and on which file.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// An earlier write or sync failed: the log accepts nothing more (an fsync error is fatal,
+    /// never retried: the kernel may have dropped the dirty pages).
+    #[error("the log stopped after an earlier failure: {0}")]
+    Poisoned(String),
+    /// A payload larger than [`MAX_RECORD`].
+    #[error("record of {0} octets is larger than the limit")]
+    TooLarge(usize),
+    /// A position that names no record.
+    #[error("no record at segment {segment} offset {offset}")]
+    NoRecord {
+        /// Segment id.
+        segment: u64,
+        /// Offset.
+        offset: u64,
+    },
+    /// A segment whose header is not ours.
+    #[error("segment {name}: not a Warren log segment (bad header)")]
+    BadSegment {
+        /// The file.
+        name: String,
+    },
+}
+
+/// Where a record is: its segment and the offset of its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// Segment id.
+    pub segment: u64,
+    /// Offset of the record's header in the segment.
+    pub offset: u64,
+}
+
+/// A record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Where it is.
+    pub position: Position,
+    /// The caller's record kind.
+    pub kind: u8,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Something recovery cut or skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    /// An incomplete record at the end of a segment, cut off.
+    TornTail {
+        /// Segment id.
+        segment: u64,
+        /// Where the cut was made.
+        offset: u64,
+        /// Octets removed.
+        len: u64,
+    },
+    /// Octets that are no valid record (a checksum failed), skipped.
+    Skipped {
+        /// Segment id.
+        segment: u64,
+        /// Where the bad octets start.
+        offset: u64,
+        /// How many were skipped.
+        len: u64,
+    },
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::TornTail {
+                segment,
+                offset,
+                len,
+            } => write!(
+                f,
+                "segment {segment:016x}: torn tail of {len} octets cut at offset {offset}"
+            ),
+            Damage::Skipped {
+                segment,
+                offset,
+                len,
+            } => write!(
+                f,
+                "segment {segment:016x}: {len} damaged octets skipped at offset {offset} (checksum failed)"
+            ),
+        }
+    }
+}
+
+/// What [`Log::open`] found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Records recovered, in log order.
+    pub records: Vec<Record>,
+    /// What was cut or skipped.
+    pub damage: Vec<Damage>,
+}
+
+/// Settings of a log.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// File name prefix of the segments (`<prefix>/<id>.seg`).
+    pub prefix: String,
+    /// Size past which a segment is closed and a new one started.
+    pub segment_size: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "log".into(),
+            segment_size: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Segment {
+    file: Arc<dyn BackendFile>,
+    len: u64,
+}
+
+/// The log.
+#[derive(Debug)]
+pub struct Log {
+    backend: Arc<dyn Backend>,
+    options: LogOptions,
+    segments: BTreeMap<u64, Segment>,
+    active: u64,
+    /// Segments created since the last directory sync.
+    new_segments: bool,
+    /// Appends since the last sync.
+    dirty: bool,
+    poisoned: Option<String>,
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+    let what = what.into();
+    move |source| StoreError::Io { what, source }
+}
+
+fn crc(version: u8, kind: u8, payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&[version, kind]), payload)
+}
+
+fn header_bytes() -> [u8; SEGMENT_HEADER as usize] {
+    let mut h = [0u8; SEGMENT_HEADER as usize];
+    let version = SEGMENT_VERSION.to_le_bytes();
+    for (d, s) in h.iter_mut().zip(SEGMENT_MAGIC.iter().chain(version.iter())) {
+        *d = *s;
+    }
+    h
+}
+
+/// Reads exactly `len` octets at `offset`, or fewer at the end of the file.
+fn read_exact_at(file: &dyn BackendFile, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let n = file.read_at(&mut buf, offset)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// A record that checks out at `offset` of `data` (the whole segment): its kind, payload
+/// range and total length.
+fn record_at(data: &[u8], offset: usize) -> Option<(u8, std::ops::Range<usize>)> {
+    let h = data.get(offset..offset.checked_add(RECORD_HEADER)?)?;
+    let len = u32::from_le_bytes(h.get(0..4)?.try_into().ok()?) as usize;
+    let sum = u32::from_le_bytes(h.get(4..8)?.try_into().ok()?);
+    let (version, kind) = (*h.get(8)?, *h.get(9)?);
+    if len > MAX_RECORD || version != RECORD_VERSION {
+        return None;
+    }
+    let start = offset + RECORD_HEADER;
+    let payload = data.get(start..start.checked_add(len)?)?;
+    (crc(version, kind, payload) == sum).then_some((kind, start..start + len))
+}
+
+impl Log {
+    fn segment_name(&self, id: u64) -> String {
+        format!("{}/{id:016x}.seg", self.options.prefix)
+    }
+
+    /// Opens (or creates) the log: recovers every record, cutting torn tails and skipping
+    /// damaged records, and reports what it found.
+    pub fn open(
+        backend: Arc<dyn Backend>,
+        options: LogOptions,
+    ) -> Result<(Self, Recovery), StoreError> {
+        let mut log = Self {
+            backend,
+            options,
+            segments: BTreeMap::new(),
+            active: 0,
+            new_segments: false,
+            dirty: false,
+            poisoned: None,
+        };
+        let prefix = format!("{}/", log.options.prefix);
+        let names = log.backend.list().map_err(io_err("listing segments"))?;
+        let mut ids: Vec<u64> = names
+            .iter()
+            .filter_map(|n| n.strip_prefix(&prefix))
+            .filter_map(|n| n.strip_suffix(".seg"))
+            .filter_map(|n| u64::from_str_radix(n, 16).ok())
+            .collect();
+        ids.sort_unstable();
+        let mut recovery = Recovery::default();
+        for id in ids {
+            let name = log.segment_name(id);
+            let file = log
+                .backend
+                .open(&name)
+                .map_err(io_err(format!("opening {name}")))?;
+            let len = file.len().map_err(io_err(format!("reading {name}")))?;
+            let data = read_exact_at(file.as_ref(), 0, len as usize)
+                .map_err(io_err(format!("reading {name}")))?;
+            if data.len() < SEGMENT_HEADER as usize {
+                // A segment whose header never made it to disk holds nothing.
+                recovery.damage.push(Damage::TornTail {
+                    segment: id,
+                    offset: 0,
+                    len: data.len() as u64,
+                });
+                file.set_len(0)
+                    .map_err(io_err(format!("truncating {name}")))?;
+                file.write_at(&header_bytes(), 0)
+                    .map_err(io_err(format!("writing {name}")))?;
+                file.sync_data()
+                    .map_err(io_err(format!("syncing {name}")))?;
+                log.segments.insert(
+                    id,
+                    Segment {
+                        file,
+                        len: SEGMENT_HEADER,
+                    },
+                );
+                continue;
+            }
+            if data.get(..6) != Some(&SEGMENT_MAGIC[..]) {
+                return Err(StoreError::BadSegment { name });
+            }
+            let end = Self::scan(id, &data, &mut recovery);
+            if end < data.len() {
+                recovery.damage.push(Damage::TornTail {
+                    segment: id,
+                    offset: end as u64,
+                    len: (data.len() - end) as u64,
+                });
+                file.set_len(end as u64)
+                    .map_err(io_err(format!("truncating {name}")))?;
+                file.sync_data()
+                    .map_err(io_err(format!("syncing {name}")))?;
+            }
+            log.segments.insert(
+                id,
+                Segment {
+                    file,
+                    len: end as u64,
+                },
+            );
+        }
+        match log.segments.keys().next_back() {
+            Some(&id) => log.active = id,
+            None => log.start_segment(1)?,
+        }
+        Ok((log, recovery))
+    }
+
+    /// Reads the records of one segment; returns where the valid data ends.
+    fn scan(segment: u64, data: &[u8], recovery: &mut Recovery) -> usize {
+        let mut at = SEGMENT_HEADER as usize;
+        while at < data.len() {
+            if let Some((kind, payload)) = record_at(data, at) {
+                recovery.records.push(Record {
+                    position: Position {
+                        segment,
+                        offset: at as u64,
+                    },
+                    kind,
+                    payload: data.get(payload.clone()).unwrap_or_default().to_vec(),
+                });
+                at = payload.end;
+                continue;
+            }
+            // Not a valid record here. If its length field still leads to a valid record (or
+            // exactly to the end), only this record is damaged; otherwise look for the next
+            // record that checks out. Octets in between are skipped; if no valid record
+            // follows at all, this is the torn tail.
+            let by_length = data
+                .get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(|b| u32::from_le_bytes(b) as usize)
+                .map(|len| at + RECORD_HEADER + len)
+                .filter(|&next| {
+                    next > at && (next == data.len() || record_at(data, next).is_some())
+                });
+            let next = by_length
+                .filter(|&n| n < data.len())
+                .or_else(|| (at + 1..data.len()).find(|&o| record_at(data, o).is_some()));
+            match next {
+                Some(next) => {
+                    recovery.damage.push(Damage::Skipped {
+                        segment,
+                        offset: at as u64,
+                        len: (next - at) as u64,
+                    });
+                    at = next;
+                }
+                None => return at,
+            }
+        }
+        at
+    }
+
+    fn start_segment(&mut self, id: u64) -> Result<(), StoreError> {
+        let name = self.segment_name(id);
+        let file = self
+            .backend
+            .open(&name)
+            .map_err(io_err(format!("creating {name}")))?;
+        file.set_len(0)
+            .map_err(io_err(format!("creating {name}")))?;
+        self.write(file.as_ref(), &header_bytes(), 0, &name)?;
+        self.segments.insert(
+            id,
+            Segment {
+                file,
+                len: SEGMENT_HEADER,
+            },
+        );
+        self.active = id;
+        self.new_segments = true;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        match &self.poisoned {
+            Some(why) => Err(StoreError::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn write(
+        &mut self,
+        file: &dyn BackendFile,
+        buf: &[u8],
+        at: u64,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        file.write_at(buf, at).map_err(|source| {
+            let e = StoreError::Io {
+                what: format!("writing {name}"),
+                source,
+            };
+            self.poisoned = Some(e.to_string());
+            e
+        })
+    }
+
+    /// Appends a record; durable after the next [`Log::sync`].
+    pub fn append(&mut self, kind: u8, payload: &[u8]) -> Result<Position, StoreError> {
+        self.check()?;
+        if payload.len() > MAX_RECORD {
+            return Err(StoreError::TooLarge(payload.len()));
+        }
+        let size = (RECORD_HEADER + payload.len()) as u64;
+        let active_len = self.segments.get(&self.active).map_or(0, |s| s.len);
+        if active_len > SEGMENT_HEADER && active_len + size > self.options.segment_size {
+            // The old segment's appends must be durable before the next segment's are.
+            self.sync_active()?;
+            self.start_segment(self.active + 1)?;
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc(RECORD_VERSION, kind, payload).to_le_bytes());
+        buf.push(RECORD_VERSION);
+        buf.push(kind);
+        buf.extend_from_slice(payload);
+        let id = self.active;
+        let name = self.segment_name(id);
+        let Some(seg) = self.segments.get(&id) else {
+            return Err(StoreError::Poisoned("no active segment".into()));
+        };
+        let (file, at) = (seg.file.clone(), seg.len);
+        self.write(file.as_ref(), &buf, at, &name)?;
+        if let Some(seg) = self.segments.get_mut(&id) {
+            seg.len = at + size;
+        }
+        self.dirty = true;
+        Ok(Position {
+            segment: id,
+            offset: at,
+        })
+    }
+
+    fn sync_active(&mut self) -> Result<(), StoreError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let name = self.segment_name(self.active);
+        if let Some(seg) = self.segments.get(&self.active) {
+            let file = seg.file.clone();
+            file.sync_data().map_err(|source| {
+                let e = StoreError::Io {
+                    what: format!("fdatasync of {name}"),
+                    source,
+                };
+                self.poisoned = Some(e.to_string());
+                e
+            })?;
+        }
+        if self.new_segments {
+            self.backend.sync_dir().map_err(|source| {
+                let e = StoreError::Io {
+                    what: "syncing the log's directory".into(),
+                    source,
+                };
+                self.poisoned = Some(e.to_string());
+                e
+            })?;
+            self.new_segments = false;
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Makes every append so far durable: one `fdatasync` (and a directory sync if a segment
+    /// was started). A failure is fatal: the log accepts nothing more.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.check()?;
+        self.sync_active()
+    }
+
+    /// Reads the record at `position`.
+    pub fn read(&self, position: Position) -> Result<Record, StoreError> {
+        let seg = self
+            .segments
+            .get(&position.segment)
+            .ok_or(StoreError::NoRecord {
+                segment: position.segment,
+                offset: position.offset,
+            })?;
+        let name = self.segment_name(position.segment);
+        let head = read_exact_at(seg.file.as_ref(), position.offset, RECORD_HEADER)
+            .map_err(io_err(format!("reading {name}")))?;
+        let no = || StoreError::NoRecord {
+            segment: position.segment,
+            offset: position.offset,
+        };
+        let len = head
+            .get(0..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(no)? as usize;
+        if len > MAX_RECORD || position.offset + (RECORD_HEADER + len) as u64 > seg.len {
+            return Err(no());
+        }
+        let mut whole = head;
+        whole.extend(
+            read_exact_at(
+                seg.file.as_ref(),
+                position.offset + RECORD_HEADER as u64,
+                len,
+            )
+            .map_err(io_err(format!("reading {name}")))?,
+        );
+        let (kind, payload) = record_at(&whole, 0).ok_or_else(no)?;
+        Ok(Record {
+            position,
+            kind,
+            payload: whole.get(payload).unwrap_or_default().to_vec(),
+        })
+    }
+
+    /// Segment ids, oldest first.
+    pub fn segments(&self) -> Vec<u64> {
+        self.segments.keys().copied().collect()
+    }
+
+    /// Deletes a segment that is no longer needed (never the active one).
+    pub fn remove_segment(&mut self, id: u64) -> Result<bool, StoreError> {
+        if id == self.active || !self.segments.contains_key(&id) {
+            return Ok(false);
+        }
+        let name = self.segment_name(id);
+        self.backend
+            .remove(&name)
+            .map_err(io_err(format!("removing {name}")))?;
+        self.segments.remove(&id);
+        self.new_segments = true;
+        self.dirty = true;
+        Ok(true)
+    }
+}
