@@ -13,6 +13,8 @@
 //!   kind), group commit with one `fdatasync` per [`Log::sync`], segments rolled at a size
 //!   limit, and recovery that cuts torn tails and skips (and reports) damaged records. A
 //!   failed write or sync stops the log for good.
+//! - [`meta`]: the metadata store: keys and values changed in atomic, durable batches, with
+//!   snapshot compaction that a crash at any point leaves consistent.
 //!
 //! It will own: a segmented append-only log of records (length, CRC32C, version byte), the
 //! message store with reference counts (a message routed to many queues is written once), per
@@ -28,6 +30,8 @@
 
 pub mod backend;
 pub mod log;
+pub mod meta;
 
 pub use backend::{Backend, BackendFile, CrashBackend, Fault, FileBackend, MemoryBackend};
 pub use log::{Damage, Log, LogOptions, Position, Record, Recovery, StoreError};
+pub use meta::{Change, MetaStore};

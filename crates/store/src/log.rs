@@ -522,6 +522,20 @@ impl Log {
         })
     }
 
+    /// Closes the active segment (after syncing it) and starts a new one; returns its id.
+    /// Compaction writes its snapshot there, then removes the older segments.
+    pub fn roll(&mut self) -> Result<u64, StoreError> {
+        self.check()?;
+        self.sync_active()?;
+        self.start_segment(self.active + 1)?;
+        Ok(self.active)
+    }
+
+    /// Octets in all segments.
+    pub fn size(&self) -> u64 {
+        self.segments.values().map(|s| s.len).sum()
+    }
+
     /// Segment ids, oldest first.
     pub fn segments(&self) -> Vec<u64> {
         self.segments.keys().copied().collect()
