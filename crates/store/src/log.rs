@@ -263,50 +263,36 @@ impl Log {
             let len = file.len().map_err(io_err(format!("reading {name}")))?;
             let data = read_exact_at(file.as_ref(), 0, len as usize)
                 .map_err(io_err(format!("reading {name}")))?;
-            if data.len() < SEGMENT_HEADER as usize {
-                // A segment whose header never made it to disk holds nothing.
-                recovery.damage.push(Damage::TornTail {
-                    segment: id,
-                    offset: 0,
-                    len: data.len() as u64,
-                });
-                file.set_len(0)
-                    .map_err(io_err(format!("truncating {name}")))?;
-                file.write_at(&header_bytes(), 0)
-                    .map_err(io_err(format!("writing {name}")))?;
-                file.sync_data()
-                    .map_err(io_err(format!("syncing {name}")))?;
-                log.segments.insert(
-                    id,
-                    Segment {
-                        file,
-                        len: SEGMENT_HEADER,
-                    },
-                );
-                continue;
-            }
-            if data.get(..6) != Some(&SEGMENT_MAGIC[..]) {
+            // A segment whose header never made it to disk holds nothing: it is reset to an
+            // empty segment. Otherwise everything after the last valid record is a torn tail.
+            let short = data.len() < SEGMENT_HEADER as usize;
+            if !short && data.get(..6) != Some(&SEGMENT_MAGIC[..]) {
                 return Err(StoreError::BadSegment { name });
             }
-            let end = Self::scan(id, &data, &mut recovery);
-            if end < data.len() {
+            let (cut, end) = if short {
+                (0, SEGMENT_HEADER)
+            } else {
+                let end = Self::scan(id, &data, &mut recovery) as u64;
+                (end, end)
+            };
+            if cut < data.len() as u64 {
                 recovery.damage.push(Damage::TornTail {
                     segment: id,
-                    offset: end as u64,
-                    len: (data.len() - end) as u64,
+                    offset: cut,
+                    len: data.len() as u64 - cut,
                 });
-                file.set_len(end as u64)
+            }
+            if short || cut < data.len() as u64 {
+                file.set_len(cut)
                     .map_err(io_err(format!("truncating {name}")))?;
+                if short {
+                    file.write_at(&header_bytes(), 0)
+                        .map_err(io_err(format!("writing {name}")))?;
+                }
                 file.sync_data()
                     .map_err(io_err(format!("syncing {name}")))?;
             }
-            log.segments.insert(
-                id,
-                Segment {
-                    file,
-                    len: end as u64,
-                },
-            );
+            log.segments.insert(id, Segment { file, len: end });
         }
         match log.segments.keys().next_back() {
             Some(&id) => log.active = id,

@@ -283,3 +283,17 @@ proptest! {
         reopened.sync().unwrap();
     }
 }
+
+#[test]
+fn an_empty_segment_file_gets_its_header_back() {
+    let mem = MemoryBackend::new();
+    mem.open("msgs/0000000000000001.seg").unwrap();
+    let b: Arc<dyn Backend> = Arc::new(mem);
+    let (mut log, rec) = open(&b, 1 << 20);
+    assert!(rec.damage.is_empty(), "nothing was lost: {:?}", rec.damage);
+    log.append(1, b"x").unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let (_, rec) = open(&b, 1 << 20);
+    assert_eq!(payloads(&rec), vec![b"x".to_vec()]);
+}
