@@ -155,7 +155,6 @@ struct Ctx {
     routed: Routed,
     /// Publishes routed and waiting to be enqueued, with the channel awaiting a confirm.
     batch: Vec<(Arc<QueueCell>, Arc<Message>)>,
-    published: u64,
     /// The client published during the memory alarm: reading is paused until it clears.
     blocked: bool,
     /// A queue this connection publishes to is congested: reading is paused until it drains.
@@ -176,6 +175,8 @@ struct Ctx {
 /// Per-batch counts, added to the shared [`crate::broker::Counters`] at once.
 #[derive(Debug, Default)]
 struct Tally {
+    published: u64,
+    confirmed: u64,
     delivered: u64,
     routed: u64,
     unroutable: u64,
@@ -184,6 +185,8 @@ struct Tally {
 impl Tally {
     fn flush(&mut self, c: &crate::broker::Counters) {
         for (n, total) in [
+            (&mut self.published, &c.published),
+            (&mut self.confirmed, &c.confirmed),
             (&mut self.delivered, &c.delivered),
             (&mut self.routed, &c.routed),
             (&mut self.unroutable, &c.unroutable),
@@ -242,7 +245,6 @@ where
             exclusive: Vec::new(),
             routed: Routed::new(),
             batch: Vec::new(),
-            published: 0,
             blocked: false,
             throttled: None,
             throttle_recheck: tokio::time::Instant::now(),
@@ -450,17 +452,10 @@ impl Conn {
             }
         }
         self.flush_publishes();
-        if self.ctx.published > 0 {
-            let n = std::mem::take(&mut self.ctx.published);
-            self.ctx
-                .shared
-                .counters
-                .published
-                .fetch_add(n, Ordering::Relaxed);
-            if self.ctx.shared.check_memory() && !self.ctx.blocked {
-                self.ctx.blocked = true;
-                self.ctx.codec.block("low on memory");
-            }
+        // RabbitMQ blocks a connection once it publishes during the memory alarm.
+        if self.ctx.tally.published > 0 && self.ctx.shared.check_memory() && !self.ctx.blocked {
+            self.ctx.blocked = true;
+            self.ctx.codec.block("low on memory");
         }
         self.drain_outbox(false);
         self.send_confirms();
@@ -851,7 +846,6 @@ impl Conn {
 
     /// Sends the confirms that are due, folded into `multiple` replies.
     fn send_confirms(&mut self) {
-        let mut confirmed = 0;
         for (n, ch) in self.channels.iter_mut() {
             let Some(c) = ch.mode.confirms() else {
                 continue;
@@ -873,17 +867,10 @@ impl Conn {
                 };
                 self.ctx.codec.send_method(*n, &method);
                 if reply.ack {
-                    confirmed += reply.tag - ch.confirmed_upto;
+                    self.ctx.tally.confirmed += reply.tag - ch.confirmed_upto;
                 }
                 ch.confirmed_upto = reply.tag;
             }
-        }
-        if confirmed > 0 {
-            self.ctx
-                .shared
-                .counters
-                .confirmed
-                .fetch_add(confirmed, Ordering::Relaxed);
         }
     }
 
@@ -988,14 +975,14 @@ impl Conn {
             }
             Method::QueueBind(m) => {
                 let queue = ctx.queue_name(ch, &m.queue)?;
-                let key = routing_key_shortcut(&m.queue, &m.routing_key, &queue);
+                let key = declare::routing_key_shortcut(&m.queue, &m.routing_key, &queue);
                 let spec = BindingSpec::queue(m.exchange, queue, key).with_arguments(m.arguments);
                 ctx.bind(ch, &spec, true)?;
                 ctx.reply(number, !m.nowait, QueueBindOk::default());
             }
             Method::QueueUnbind(m) => {
                 let queue = ctx.queue_name(ch, &m.queue)?;
-                let key = routing_key_shortcut(&m.queue, &m.routing_key, &queue);
+                let key = declare::routing_key_shortcut(&m.queue, &m.routing_key, &queue);
                 let spec = BindingSpec::queue(m.exchange, queue, key).with_arguments(m.arguments);
                 ctx.bind(ch, &spec, false)?;
                 ctx.reply(number, true, QueueUnbindOk::default());
@@ -1225,16 +1212,6 @@ impl Conn {
 /// A count as the 32-bit field of a reply carries it (saturated).
 fn count32(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// RabbitMQ's shortcut: `queue.bind`/`unbind` naming neither queue nor routing key binds the
-/// channel's last declared queue with its own name as the key.
-fn routing_key_shortcut(queue_arg: &ShortStr, key: &ShortStr, queue: &ShortStr) -> ShortStr {
-    if queue_arg.is_empty() && key.is_empty() {
-        queue.clone()
-    } else {
-        key.clone()
-    }
 }
 
 /// Gives a delivery that never reached its consumer back to its queue.
@@ -1687,7 +1664,7 @@ impl Ctx {
             std::mem::take(&mut content.body),
             &self.shared.gauge,
         );
-        self.published += 1;
+        self.tally.published += 1;
         // Direct replies go straight to the requester's connection.
         let mut replied = false;
         if !routed.reply_to().is_empty() {

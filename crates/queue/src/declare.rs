@@ -409,6 +409,20 @@ pub fn not_found(name: &(impl AsRef<[u8]> + ?Sized), vhost: &str) -> AmqpExcepti
     )
 }
 
+/// RabbitMQ's shortcut: `queue.bind`/`unbind` naming neither queue nor routing key binds the
+/// channel's last declared queue (`queue`) with its own name as the key.
+pub fn routing_key_shortcut(
+    queue_arg: &warren_amqp_codec::ShortStr,
+    key: &warren_amqp_codec::ShortStr,
+    queue: &warren_amqp_codec::ShortStr,
+) -> warren_amqp_codec::ShortStr {
+    if queue_arg.is_empty() && key.is_empty() {
+        queue.clone()
+    } else {
+        key.clone()
+    }
+}
+
 /// `""` as a queue name where the channel has declared no queue yet (404).
 pub fn no_previous_queue() -> AmqpException {
     AmqpException::channel(ReplyCode::NotFound, "no previously declared queue")

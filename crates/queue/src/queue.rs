@@ -355,10 +355,6 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
         Some(entry)
     }
 
-    fn peek_ready(&self) -> bool {
-        !self.is_empty()
-    }
-
     /// Hands ready messages to consumers in turn until messages or credit run out, calling
     /// `out` for each delivery. Returns how many were delivered.
     ///
@@ -367,7 +363,7 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
     /// frees credit; the recipient's refusal waits for [`Self::resume`]).
     pub fn deliver(&mut self, mut out: impl FnMut(&Consumer<C>, Entry<M>)) -> usize {
         let mut delivered = 0;
-        while self.peek_ready() {
+        while !self.is_empty() {
             let Some(id) = self.rotation.pop_front() else {
                 break;
             };

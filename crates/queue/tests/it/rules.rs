@@ -105,3 +105,14 @@ fn consumer_priority_must_be_an_integer() {
     args.insert("x-other", FieldValue::from("ignored".to_string()));
     assert!(check_consumer_arguments(&args, "q", "/").is_ok());
 }
+
+#[test]
+fn the_empty_queue_and_key_bind_the_last_queue_by_its_name() {
+    use warren_queue::declare::routing_key_shortcut;
+    let last = ShortStr::from("amq.gen-x");
+    let empty = ShortStr::default();
+    assert_eq!(routing_key_shortcut(&empty, &empty, &last), last);
+    let key = ShortStr::from("k");
+    assert_eq!(routing_key_shortcut(&empty, &key, &last), key);
+    assert_eq!(routing_key_shortcut(&last, &empty, &last), empty);
+}
