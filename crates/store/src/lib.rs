@@ -1,8 +1,7 @@
 //! # warren-store
 //!
 //! Durable storage, synchronous and runtime-agnostic; an fsync error is fatal and never
-//! retried. **In progress** (the durability issue): today it holds the storage layer every
-//! other part goes through.
+//! retried.
 //!
 //! - [`backend`]: the [`Backend`] trait (a flat namespace of files with positional reads and
 //!   writes, `fdatasync`, and directory syncs for creations, renames and removals), a
@@ -13,13 +12,16 @@
 //!   kind), group commit with one `fdatasync` per [`Log::sync`], segments rolled at a size
 //!   limit, and recovery that cuts torn tails and skips (and reports) damaged records. A
 //!   failed write or sync stops the log for good.
+//! - [`messages`]: the message store: each persistent message written once for all the
+//!   queues it reaches, reference-counted, retired by acks; group commit through
+//!   [`MessageStore::begin_sync`] (one `fdatasync` run outside the caller's lock); segment
+//!   summaries so that recovery reads only the last segment's bodies; removal of dead
+//!   segments and compaction of sparse ones, so that disk use follows the live data.
 //! - [`meta`]: the metadata store: keys and values changed in atomic, durable batches, with
 //!   snapshot compaction that a crash at any point leaves consistent.
 //!
-//! It will own: a segmented append-only log of records (length, CRC32C, version byte), the
-//! message store with reference counts (a message routed to many queues is written once), per
-//! queue indexes of positions and acks, the metadata store for durable definitions, group
-//! commit, compaction, and recovery that cuts torn tails and reports damaged records.
+//! It does not know AMQP: messages are opaque octets, queues are numbers, definitions are
+//! keys and values each owner encodes.
 #![forbid(unsafe_code)]
 #![deny(
     clippy::unwrap_used,
@@ -30,8 +32,13 @@
 
 pub mod backend;
 pub mod log;
+pub mod messages;
 pub mod meta;
 
 pub use backend::{Backend, BackendFile, CrashBackend, Fault, FileBackend, MemoryBackend};
+pub use log::SyncJob;
 pub use log::{Damage, Log, LogOptions, Position, Record, Recovery, StoreError};
+pub use messages::{
+    MessageStore, MessageStoreOptions, MessageStoreStats, Recovered, StoredMessage, SyncTicket,
+};
 pub use meta::{Change, MetaStore};

@@ -62,6 +62,9 @@ pub enum StoreError {
         /// Offset.
         offset: u64,
     },
+    /// A message id the store does not hold.
+    #[error("no message {0} in the store")]
+    UnknownMessage(u64),
     /// A segment whose header is not ours.
     #[error("segment {name}: not a Warren log segment (bad header)")]
     BadSegment {
@@ -169,6 +172,29 @@ struct Segment {
     len: u64,
 }
 
+/// A sync taken from the log by [`Log::begin_sync`], run without the log.
+#[derive(Debug)]
+pub struct SyncJob {
+    file: Arc<dyn BackendFile>,
+    dir: Option<Arc<dyn Backend>>,
+    name: String,
+}
+
+impl SyncJob {
+    /// `fdatasync` of the active segment (and a directory sync if segments were created or
+    /// removed). On failure, pass the error to [`Log::poison`]: it is fatal.
+    pub fn run(self) -> Result<(), StoreError> {
+        self.file
+            .sync_data()
+            .map_err(io_err(format!("fdatasync of {}", self.name)))?;
+        if let Some(dir) = self.dir {
+            dir.sync_dir()
+                .map_err(io_err("syncing the log's directory"))?;
+        }
+        Ok(())
+    }
+}
+
 /// The log.
 #[derive(Debug)]
 pub struct Log {
@@ -235,6 +261,32 @@ impl Log {
         backend: Arc<dyn Backend>,
         options: LogOptions,
     ) -> Result<(Self, Recovery), StoreError> {
+        let mut records = Vec::new();
+        let (log, damage) = Self::open_with(
+            backend,
+            options,
+            |_| true,
+            |position, kind, payload| {
+                records.push(Record {
+                    position,
+                    kind,
+                    payload: payload.to_vec(),
+                })
+            },
+        )?;
+        Ok((log, Recovery { records, damage }))
+    }
+
+    /// Opens (or creates) the log, handing each recovered record to `visit` instead of
+    /// collecting them. Segments for which `scan` answers false are not read at all (the
+    /// caller knows their contents from elsewhere, such as a summary written when the segment
+    /// was sealed); they are taken as they are. The last segment is always scanned.
+    pub fn open_with(
+        backend: Arc<dyn Backend>,
+        options: LogOptions,
+        mut scan: impl FnMut(u64) -> bool,
+        mut visit: impl FnMut(Position, u8, &[u8]),
+    ) -> Result<(Self, Vec<Damage>), StoreError> {
         let mut log = Self {
             backend,
             options,
@@ -244,16 +296,9 @@ impl Log {
             dirty: false,
             poisoned: None,
         };
-        let prefix = format!("{}/", log.options.prefix);
-        let names = log.backend.list().map_err(io_err("listing segments"))?;
-        let mut ids: Vec<u64> = names
-            .iter()
-            .filter_map(|n| n.strip_prefix(&prefix))
-            .filter_map(|n| n.strip_suffix(".seg"))
-            .filter_map(|n| u64::from_str_radix(n, 16).ok())
-            .collect();
-        ids.sort_unstable();
-        let mut recovery = Recovery::default();
+        let ids = log.segment_ids()?;
+        let last = ids.last().copied();
+        let mut damage = Vec::new();
         for id in ids {
             let name = log.segment_name(id);
             let file = log
@@ -261,6 +306,15 @@ impl Log {
                 .open(&name)
                 .map_err(io_err(format!("opening {name}")))?;
             let len = file.len().map_err(io_err(format!("reading {name}")))?;
+            if Some(id) != last && !scan(id) {
+                let head = read_exact_at(file.as_ref(), 0, SEGMENT_HEADER as usize)
+                    .map_err(io_err(format!("reading {name}")))?;
+                if head.get(..6) != Some(&SEGMENT_MAGIC[..]) {
+                    return Err(StoreError::BadSegment { name });
+                }
+                log.segments.insert(id, Segment { file, len });
+                continue;
+            }
             let data = read_exact_at(file.as_ref(), 0, len as usize)
                 .map_err(io_err(format!("reading {name}")))?;
             // A segment whose header never made it to disk holds nothing: it is reset to an
@@ -272,11 +326,11 @@ impl Log {
             let (cut, end) = if short {
                 (0, SEGMENT_HEADER)
             } else {
-                let end = Self::scan(id, &data, &mut recovery) as u64;
+                let end = Self::scan(id, &data, &mut damage, &mut visit) as u64;
                 (end, end)
             };
             if cut < data.len() as u64 {
-                recovery.damage.push(Damage::TornTail {
+                damage.push(Damage::TornTail {
                     segment: id,
                     offset: cut,
                     len: data.len() as u64 - cut,
@@ -298,22 +352,42 @@ impl Log {
             Some(&id) => log.active = id,
             None => log.start_segment(1)?,
         }
-        Ok((log, recovery))
+        Ok((log, damage))
+    }
+
+    /// The ids of the segments present, sorted.
+    fn segment_ids(&self) -> Result<Vec<u64>, StoreError> {
+        let prefix = format!("{}/", self.options.prefix);
+        let names = self.backend.list().map_err(io_err("listing segments"))?;
+        let mut ids: Vec<u64> = names
+            .iter()
+            .filter_map(|n| n.strip_prefix(&prefix))
+            .filter_map(|n| n.strip_suffix(".seg"))
+            .filter_map(|n| u64::from_str_radix(n, 16).ok())
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     /// Reads the records of one segment; returns where the valid data ends.
-    fn scan(segment: u64, data: &[u8], recovery: &mut Recovery) -> usize {
+    fn scan(
+        segment: u64,
+        data: &[u8],
+        damage: &mut Vec<Damage>,
+        visit: &mut impl FnMut(Position, u8, &[u8]),
+    ) -> usize {
         let mut at = SEGMENT_HEADER as usize;
         while at < data.len() {
             if let Some((kind, payload)) = record_at(data, at) {
-                recovery.records.push(Record {
-                    position: Position {
-                        segment,
-                        offset: at as u64,
-                    },
+                let position = Position {
+                    segment,
+                    offset: at as u64,
+                };
+                visit(
+                    position,
                     kind,
-                    payload: data.get(payload.clone()).unwrap_or_default().to_vec(),
-                });
+                    data.get(payload.clone()).unwrap_or_default(),
+                );
                 at = payload.end;
                 continue;
             }
@@ -334,7 +408,7 @@ impl Log {
                 .or_else(|| (at + 1..data.len()).find(|&o| record_at(data, o).is_some()));
             match next {
                 Some(next) => {
-                    recovery.damage.push(Damage::Skipped {
+                    damage.push(Damage::Skipped {
                         segment,
                         offset: at as u64,
                         len: (next - at) as u64,
@@ -465,6 +539,93 @@ impl Log {
     pub fn sync(&mut self) -> Result<(), StoreError> {
         self.check()?;
         self.sync_active()
+    }
+
+    /// Group commit without holding the log: takes what the next sync must cover and returns
+    /// it as a [`SyncJob`] to run outside the caller's lock while appends go on; `None` if
+    /// nothing was appended since the last sync. Report a failed job with [`Log::poison`].
+    pub fn begin_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {
+        self.check()?;
+        if !self.dirty {
+            return Ok(None);
+        }
+        let file = self
+            .segments
+            .get(&self.active)
+            .map(|s| s.file.clone())
+            .ok_or_else(|| StoreError::Poisoned("no active segment".into()))?;
+        let dir = std::mem::take(&mut self.new_segments).then(|| self.backend.clone());
+        self.dirty = false;
+        Ok(Some(SyncJob {
+            file,
+            dir,
+            name: self.segment_name(self.active),
+        }))
+    }
+
+    /// Stops the log after a failure reported from outside (a [`SyncJob`] that failed).
+    pub fn poison(&mut self, why: &StoreError) {
+        if self.poisoned.is_none() {
+            self.poisoned = Some(why.to_string());
+        }
+    }
+
+    /// The first failure that stopped the log, if any.
+    pub fn failure(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    /// The segment appends go to.
+    pub fn active_segment(&self) -> u64 {
+        self.active
+    }
+
+    /// Octets in one segment.
+    pub fn segment_len(&self, id: u64) -> Option<u64> {
+        self.segments.get(&id).map(|s| s.len)
+    }
+
+    /// The backend the log writes through.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The file name of a segment.
+    pub fn segment_file_name(&self, id: u64) -> String {
+        self.segment_name(id)
+    }
+
+    /// Every valid record of a (sealed) segment, read back: its position, kind and payload.
+    pub fn read_segment(
+        &self,
+        id: u64,
+        mut visit: impl FnMut(Position, u8, &[u8]),
+    ) -> Result<(), StoreError> {
+        let Some(seg) = self.segments.get(&id) else {
+            return Ok(());
+        };
+        let name = self.segment_name(id);
+        let data = read_exact_at(seg.file.as_ref(), 0, seg.len as usize)
+            .map_err(io_err(format!("reading {name}")))?;
+        let mut at = SEGMENT_HEADER as usize;
+        while at < data.len() {
+            match record_at(&data, at) {
+                Some((kind, payload)) => {
+                    let position = Position {
+                        segment: id,
+                        offset: at as u64,
+                    };
+                    visit(
+                        position,
+                        kind,
+                        data.get(payload.clone()).unwrap_or_default(),
+                    );
+                    at = payload.end;
+                }
+                None => at += 1,
+            }
+        }
+        Ok(())
     }
 
     /// Reads the record at `position`.

@@ -2,4 +2,5 @@
 
 mod backend;
 mod log;
+mod messages;
 mod meta;
