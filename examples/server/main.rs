@@ -257,7 +257,9 @@ async fn run(args: Args, file: FileConfig) -> Result<(), String> {
         (None, Some(Watermark::Number(n))) => n as u64,
         (None, None) => (0.4 * total as f64) as u64,
     };
-    let mut b = Broker::builder().max_connections(max_connections);
+    let mut b = Broker::builder()
+        .max_connections(max_connections)
+        .data_dir(&data_dir);
     if watermark > 0 {
         b = b.memory_high_watermark(watermark);
     }

@@ -7,7 +7,7 @@
 //! SIGTERM and checks that it exits cleanly.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,36 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+/// The Python interpreter of a virtualenv under `target/interop/` with pika installed, created
+/// on first use; `interop` and `crash` share it.
+pub(crate) fn pika_python(root: &Path) -> Result<PathBuf, String> {
+    let venv = root.join("target/interop/venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        crate::run(
+            root,
+            "python3",
+            &["-m", "venv", &venv.to_string_lossy()],
+            &[],
+        )?;
+    }
+    crate::run(
+        root,
+        &python.to_string_lossy(),
+        &[
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            PIKA,
+        ],
+        &[],
+    )?;
+    Ok(python)
+}
+
+pub(crate) fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     l.local_addr()
         .map(|a| a.port())
@@ -65,29 +94,7 @@ pub(crate) fn run(root: &Path) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
 
-    let venv = work.join("venv");
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        crate::run(
-            root,
-            "python3",
-            &["-m", "venv", &venv.to_string_lossy()],
-            &[],
-        )?;
-    }
-    crate::run(
-        root,
-        &python.to_string_lossy(),
-        &[
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            PIKA,
-        ],
-        &[],
-    )?;
+    let python = pika_python(root)?;
     for tool in [
         "amqp-publish",
         "amqp-get",

@@ -4,10 +4,13 @@
 //!   tests, from the vendored spec;
 //! - `check-deps`: enforce the dependency rules of `docs/ARCHITECTURE.md`;
 //! - `interop`: pika and the `amqp-tools` command-line tools against the reference server;
+//! - `crash [--cycles N] [--seed S] [--port P] [--server PATH]`: `kill -9` the reference server
+//!   under publisher-confirmed load, restart it, and check that no confirmed message was lost;
 //! - `ci`: everything CI runs (format, clippy, docs, tests, codegen check, dependency rules,
 //!   fuzz-target build).
 
 mod codegen;
+mod crash;
 mod deps;
 mod interop;
 
@@ -28,8 +31,13 @@ fn main() -> ExitCode {
         Some("codegen") => codegen::run(&root, args.iter().any(|a| a == "--check")),
         Some("check-deps") => deps::check(&root),
         Some("interop") => interop::run(&root),
+        Some("crash") => crash::run(&root, &args[1..]),
         Some("ci") => ci(&root),
-        _ => Err("usage: cargo xtask <codegen [--check] | check-deps | interop | ci>".into()),
+        _ => Err(
+            "usage: cargo xtask <codegen [--check] | check-deps | interop | crash [--cycles N] \
+             [--seed S] [--port P] [--server PATH] | ci>"
+                .into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,9 +2,10 @@
 
 use crate::auth::{PasswordHash, Permissions, User, Users};
 use crate::connection;
+use crate::durable::{Definitions, Durable, DurableError, record};
 use crate::handle::{BrokerHandle, ConnectionEntry};
 use crate::message::MemoryGauge;
-use crate::vhost::Vhost;
+use crate::vhost::{QueueCell, Vhost};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -42,6 +43,9 @@ pub enum Error {
     /// A password hash that is not RabbitMQ's base64 SHA-256 form.
     #[error("invalid password hash for user '{0}'")]
     PasswordHash(String),
+    /// The data directory could not be opened or recovered.
+    #[error(transparent)]
+    Durable(#[from] DurableError),
 }
 
 /// Global counters, readable through [`BrokerHandle::counters`].
@@ -68,6 +72,8 @@ pub(crate) struct Config {
     /// Connections accepted at once; more are refused (closed at once).
     pub(crate) max_connections: usize,
     pub(crate) default_vhost: String,
+    /// Where durable definitions and persistent messages are kept (`None`: in memory only).
+    pub(crate) data_dir: Option<std::path::PathBuf>,
 }
 
 /// State every connection shares.
@@ -88,6 +94,8 @@ pub(crate) struct Shared {
     pub(crate) alarm: watch::Sender<bool>,
     /// Direct reply-to consumers by the key in their `reply_to` addresses.
     pub(crate) reply_to: Mutex<HashMap<Vec<u8>, connection::ReplyTarget>>,
+    /// The durable state, with a data directory.
+    pub(crate) durable: Option<Arc<Durable>>,
     seed: u64,
 }
 
@@ -109,8 +117,15 @@ impl Shared {
         let seed = self.seed ^ crate::random_u64();
         vhosts
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(Vhost::new(name, seed)))
+            .or_insert_with(|| Arc::new(Vhost::new(name, seed, self.durable.clone())))
             .clone()
+    }
+
+    /// Records definition changes, if the broker keeps them; a failure is logged.
+    pub(crate) fn persist(&self, changes: &[warren_store::Change]) {
+        if let Some(d) = &self.durable {
+            let _ = d.apply(changes);
+        }
     }
 
     /// Raises or clears the memory alarm from the current gauge.
@@ -171,6 +186,7 @@ impl BrokerBuilder {
                 memory_high_watermark: None,
                 max_connections: usize::MAX,
                 default_vhost: "/".into(),
+                data_dir: None,
             },
             users: Vec::new(),
             vhosts: Vec::new(),
@@ -249,6 +265,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// Keeps durable definitions and persistent messages in `dir` (created if missing), and
+    /// recovers them from it at start. Without it, nothing survives the broker.
+    pub fn data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.config.data_dir = Some(dir.into());
+        self
+    }
+
     /// Blocks publishers (`connection.blocked`) while messages hold more than `bytes`.
     pub fn memory_high_watermark(mut self, bytes: u64) -> Self {
         self.config.memory_high_watermark = Some(bytes);
@@ -285,13 +308,31 @@ impl BrokerBuilder {
         self
     }
 
-    /// Starts the broker: creates users and virtual hosts and binds the listeners.
+    /// Starts the broker: recovers the data directory (if any), creates users and virtual
+    /// hosts and binds the listeners.
+    ///
+    /// With a data directory, what it holds comes first; the users, virtual hosts and
+    /// permissions given here are added (or replace those of the same name) and kept. The
+    /// default `guest` user and `/` virtual host are created only on the first start.
     pub async fn start(self) -> Result<Broker, Error> {
+        let gauge = Arc::new(MemoryGauge::default());
+        let (durable, stored, mut recovered) = match &self.config.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| DurableError::Directory {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+                let (d, defs, messages) = Durable::open(dir, &gauge)?;
+                (Some(d), defs, messages)
+            }
+            None => (None, Definitions::default(), Default::default()),
+        };
+        let first_start = stored.is_empty();
         let mut users = Users::default();
         let mut vhosts = self.vhosts.clone();
         let mut permissions = self.permissions.clone();
         let mut defined = self.users.clone();
-        if defined.is_empty() {
+        if defined.is_empty() && first_start {
             defined.push((
                 User {
                     name: "guest".into(),
@@ -315,6 +356,13 @@ impl BrokerBuilder {
         if self.users.is_empty() {
             plain.push(("guest".into(), "guest".into()));
         }
+        let mut changes = Vec::new();
+        for (user, loopback) in &stored.users {
+            if *loopback {
+                users.loopback_only.push(user.name.clone());
+            }
+            users.add(user.clone());
+        }
         for (mut user, loopback) in defined {
             if let Some((_, p)) = plain.iter().find(|(n, _)| *n == user.name) {
                 user.password_hash = Some(PasswordHash::new(p));
@@ -327,14 +375,20 @@ impl BrokerBuilder {
             if loopback {
                 users.loopback_only.push(user.name.clone());
             }
+            changes.push(record::user(&user, loopback));
             users.add(user);
         }
-        if vhosts.is_empty() {
+        if vhosts.is_empty() && first_start {
             vhosts.push(self.config.default_vhost.clone());
+        }
+        for (u, v, c, w, r) in &stored.permissions {
+            users.set_permissions(u, v, Permissions::new(c, w, r)?);
         }
         for (u, v, c, w, r) in &permissions {
             users.set_permissions(u, v, Permissions::new(c, w, r)?);
+            changes.push(record::permissions(u, v, c, w, r));
         }
+        changes.extend(vhosts.iter().map(|v| record::vhost(v)));
         let shared = Arc::new(Shared {
             server: Arc::new(self.config.server.clone()),
             config: self.config.clone(),
@@ -343,15 +397,20 @@ impl BrokerBuilder {
             connections: Mutex::new(HashMap::new()),
             open_connections: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
-            gauge: Arc::new(MemoryGauge::default()),
+            gauge,
             counters: Counters::default(),
             shutdown: watch::channel(false).0,
             alarm: watch::channel(false).0,
             reply_to: Mutex::new(HashMap::new()),
+            durable: durable.clone(),
             seed: crate::random_u64(),
         });
-        for v in &vhosts {
+        shared.persist(&changes);
+        for v in stored.vhosts.iter().chain(vhosts.iter()) {
             shared.add_vhost(v);
+        }
+        if let Some(d) = &durable {
+            restore_topology(&shared, d, &stored, &mut recovered);
         }
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -432,6 +491,9 @@ impl Broker {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        if let Some(d) = &shared.durable {
+            d.close();
+        }
         tracing::info!("broker stopped");
     }
 }
@@ -443,6 +505,53 @@ impl BrokerHandle {
         IO: AsyncRead + AsyncWrite + Send + 'static,
     {
         connection::serve(self.shared.clone(), io, peer, false).await
+    }
+}
+
+/// Declares the stored exchanges, queues (with their messages, marked redelivered) and
+/// bindings.
+fn restore_topology(
+    shared: &Shared,
+    durable: &Arc<Durable>,
+    stored: &Definitions,
+    recovered: &mut std::collections::BTreeMap<u64, crate::durable::RecoveredQueue>,
+) {
+    for (vhost, spec) in &stored.exchanges {
+        let Some(v) = shared.vhost(vhost) else {
+            continue;
+        };
+        if let Err(e) = v.write().topology.declare_exchange(spec.clone()) {
+            tracing::error!(vhost, exchange = %spec.name, error = %e.exception(), "a stored exchange cannot be declared");
+        }
+    }
+    for q in &stored.queues {
+        let Some(v) = shared.vhost(&q.vhost) else {
+            continue;
+        };
+        let cell = Arc::new(QueueCell::new(
+            q.name.clone(),
+            &q.vhost,
+            true,
+            q.auto_delete,
+            None,
+            q.arguments.clone(),
+            Some((q.id, durable.clone())),
+        ));
+        if let Some(messages) = recovered.remove(&q.id) {
+            let mut s = cell.lock();
+            for m in messages {
+                s.queue.publish_recovered(m);
+            }
+        }
+        v.write().insert_queue(cell);
+    }
+    for (vhost, spec) in &stored.bindings {
+        let Some(v) = shared.vhost(vhost) else {
+            continue;
+        };
+        if let Err(e) = v.write().topology.bind(spec) {
+            tracing::error!(vhost, source = %spec.source, error = %e.exception(), "a stored binding cannot be restored");
+        }
     }
 }
 

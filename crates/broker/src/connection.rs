@@ -8,6 +8,7 @@
 
 use crate::auth::{self, Access, Permissions, ResourceKind};
 use crate::broker::Shared;
+use crate::durable::{StoredQueue, record};
 use crate::handle::{ChannelStats, ConnectionEntry};
 use crate::message::Message;
 use crate::outbox::{ConsumerLink, Outbox, Outgoing};
@@ -96,6 +97,8 @@ struct Channel {
     allowed: Vec<(Access, ResourceKind, ShortStr)>,
     /// The last publish sequence number answered in confirm mode.
     confirmed_upto: u64,
+    /// Confirms held until the store's sync covers their (persistent) messages, in order.
+    awaiting_sync: VecDeque<(u64, Arc<Message>)>,
     /// Figures for listings.
     stats: Arc<ChannelStats>,
     /// Where the next resumption of the channel's consumers starts, so that a channel-wide
@@ -115,6 +118,7 @@ impl Channel {
             reply_consumer: None,
             allowed: Vec::new(),
             confirmed_upto: 0,
+            awaiting_sync: VecDeque::new(),
             stats: Arc::new(ChannelStats::default()),
             resume_cursor: std::cell::Cell::new(0),
         }
@@ -155,6 +159,13 @@ struct Ctx {
     routed: Routed,
     /// Publishes routed and waiting to be enqueued, with the channel awaiting a confirm.
     batch: Vec<(Arc<QueueCell>, Arc<Message>)>,
+    /// Persistent messages of the batch to write to the store, each with its range in
+    /// `store_queues` (the store numbers of its durable queues).
+    to_store: Vec<(Arc<Message>, std::ops::Range<usize>)>,
+    store_queues: Vec<u64>,
+    /// A `tx.commit` whose messages await the store's sync: its channel, and the last message
+    /// id it wrote. Nothing more is read until it is answered.
+    commit_pending: Option<(u16, u64)>,
     /// The client published during the memory alarm: reading is paused until it clears.
     blocked: bool,
     /// A queue this connection publishes to is congested: reading is paused until it drains.
@@ -245,6 +256,9 @@ where
             exclusive: Vec::new(),
             routed: Routed::new(),
             batch: Vec::new(),
+            to_store: Vec::new(),
+            store_queues: Vec::new(),
+            commit_pending: None,
             blocked: false,
             throttled: None,
             throttle_recheck: tokio::time::Instant::now(),
@@ -406,7 +420,10 @@ impl Conn {
     /// make the server buffer replies without bound.
     fn process(&mut self, unsent: usize) {
         let limit = self.ctx.shared.config.server.max_write_backlog;
-        while unsent + self.ctx.codec.write_buffer().len() < limit {
+        self.finish_commit();
+        while unsent + self.ctx.codec.write_buffer().len() < limit
+            && self.ctx.commit_pending.is_none()
+        {
             let Some(event) = self.ctx.codec.poll_event() else {
                 break;
             };
@@ -764,6 +781,7 @@ impl Conn {
                 let message = entry.message.clone();
                 let redelivered = entry.redelivered();
                 let delivery_tag = if no_ack {
+                    queue.forget([&*message]);
                     ch.unacked.next_untracked()
                 } else {
                     ch.unacked.track(Pending {
@@ -846,10 +864,29 @@ impl Conn {
 
     /// Sends the confirms that are due, folded into `multiple` replies.
     fn send_confirms(&mut self) {
+        let durable = self.ctx.shared.durable.as_ref();
+        let mut waiting = false;
         for (n, ch) in self.channels.iter_mut() {
             let Some(c) = ch.mode.confirms() else {
                 continue;
             };
+            if let Some(d) = durable.filter(|_| !ch.awaiting_sync.is_empty()) {
+                let synced = d.synced();
+                let failed = d.failure().is_some();
+                while let Some((seq, m)) = ch.awaiting_sync.front() {
+                    let id = m.stored_id();
+                    if id != 0 && id <= synced {
+                        c.settle(*seq, true);
+                    } else if failed {
+                        // Never confirmed: the store could not make it durable.
+                        c.settle(*seq, false);
+                    } else {
+                        waiting = true;
+                        break;
+                    }
+                    ch.awaiting_sync.pop_front();
+                }
+            }
             while let Some(reply) = c.poll() {
                 let method: Method = if reply.ack {
                     BasicAck {
@@ -872,10 +909,40 @@ impl Conn {
                 ch.confirmed_upto = reply.tag;
             }
         }
+        if let (true, Some(d)) = (waiting, durable) {
+            d.wait_sync(&self.ctx.outbox);
+        }
+    }
+
+    /// Answers a `tx.commit` once the store's sync covers its messages (541 if it cannot).
+    fn finish_commit(&mut self) {
+        let Some((number, upto)) = self.ctx.commit_pending else {
+            return;
+        };
+        let Some(d) = self.ctx.shared.durable.clone() else {
+            self.ctx.commit_pending = None;
+            return;
+        };
+        if d.synced() >= upto {
+            self.ctx.commit_pending = None;
+            self.ctx
+                .codec
+                .send_method(number, &TxCommitOk::default().into());
+        } else if let Some(why) = d.failure() {
+            self.ctx.commit_pending = None;
+            let e = AmqpException::channel(
+                ReplyCode::InternalError,
+                format!("the message store failed: {why}"),
+            );
+            self.ctx.codec.close_channel(number, e.caused_by(90, 20));
+        } else {
+            d.wait_sync(&self.ctx.outbox);
+        }
     }
 
     /// Enqueues the routed publishes: one lock per queue per batch.
     fn flush_publishes(&mut self) {
+        self.ctx.write_to_store();
         if self.ctx.batch.is_empty() {
             return;
         }
@@ -937,11 +1004,16 @@ impl Conn {
                         internal: m.internal,
                         arguments: m.arguments.clone(),
                     };
-                    vhost
-                        .write()
+                    let mut state = vhost.write();
+                    let declared = state
                         .topology
                         .declare_exchange(spec)
                         .map_err(|e| e.exception())?;
+                    if let Some(x) = state.topology.exchange(declared.id) {
+                        if declared.created && x.durable {
+                            vhost.persist(&[record::exchange(&vhost.name, x)])?;
+                        }
+                    }
                 }
                 ctx.reply(number, !m.nowait, ExchangeDeclareOk::default());
             }
@@ -950,11 +1022,15 @@ impl Conn {
                 if !m.exchange.is_empty() {
                     ctx.check(ch, Access::Configure, ResourceKind::Exchange, &m.exchange)?;
                 }
-                vhost
-                    .write()
+                let mut state = vhost.write();
+                let removal = state
                     .topology
                     .delete_exchange(&m.exchange, m.if_unused)
                     .map_err(|e| e.exception())?;
+                if let Some(d) = &vhost.durable {
+                    vhost.persist(&d.deleted(&vhost.name, &removal.exchanges, None))?;
+                }
+                drop(state);
                 ctx.reply(number, !m.nowait, ExchangeDeleteOk::default());
             }
             Method::ExchangeBind(m) => {
@@ -992,7 +1068,7 @@ impl Conn {
                 ctx.check(ch, Access::Read, ResourceKind::Queue, &name)?;
                 let cell = ctx.find_queue(&name)?;
                 ctx.check_owner(&cell)?;
-                let n = cell.lock().queue.purge();
+                let n = cell.purge(&mut cell.lock());
                 let ok = QueuePurgeOk {
                     message_count: count32(n),
                 };
@@ -1098,6 +1174,7 @@ impl Conn {
                         let message = entry.message.clone();
                         let redelivered = entry.redelivered();
                         let delivery_tag = if m.no_ack {
+                            cell.forget([&*message]);
                             ch.unacked.next_untracked()
                         } else {
                             ch.unacked.track(Pending {
@@ -1171,14 +1248,16 @@ impl Conn {
             }
             Method::TxCommit(_) => {
                 let tx = ch.mode.commit()?;
+                let mut stored = Vec::new();
                 for p in tx.publishes {
                     if p.returned {
                         ctx.send_return(number, &p.message);
                     }
-                    for q in p.queues {
-                        ctx.batch.push((q, p.message.clone()));
+                    if ctx.stage(&p.message, p.queues) {
+                        stored.push(p.message);
                     }
                 }
+                ctx.write_to_store();
                 let mut batch = std::mem::take(&mut ctx.batch);
                 if let Some(q) = enqueue(&mut batch, &ctx.outbox) {
                     ctx.throttled = Some(q);
@@ -1188,7 +1267,17 @@ impl Conn {
                 for s in tx.settlements {
                     ctx.apply_settlements(ch, s.deliveries.into_iter().map(|(_, d)| d), s.outcome);
                 }
-                ctx.codec.send_method(number, &TxCommitOk::default().into());
+                // RabbitMQ answers a commit once its persistent messages are on disk.
+                let upto = stored.iter().map(|m| m.stored_id()).max().unwrap_or(0);
+                if stored.is_empty() {
+                    ctx.codec.send_method(number, &TxCommitOk::default().into());
+                } else {
+                    ctx.commit_pending = Some((number, upto.max(1)));
+                    if stored.iter().any(|m| m.stored_id() == 0) {
+                        // Not written (the store failed): answered with the error.
+                        ctx.commit_pending = Some((number, u64::MAX));
+                    }
+                }
             }
             Method::TxRollback(_) => {
                 let tx = ch.mode.rollback()?;
@@ -1222,7 +1311,9 @@ fn give_back(
     no_ack: bool,
 ) {
     let mut s = queue.lock();
-    if !s.deleted {
+    if s.deleted {
+        queue.forget([&*entry.message]);
+    } else {
         s.queue.return_undelivered(consumer, entry, !no_ack);
         queue.deliver(&mut s);
     }
@@ -1262,7 +1353,9 @@ fn enqueue(
             if !Arc::ptr_eq(q, &cell) {
                 break;
             }
-            if !s.deleted {
+            if s.deleted {
+                cell.forget([&**m]);
+            } else {
                 s.queue.publish(m.clone());
                 n += 1;
             }
@@ -1290,7 +1383,12 @@ fn settle_by_queue(items: &mut Vec<(Delivery, Outcome)>) {
         let cell = first.queue.clone();
         let mut s = cell.lock();
         let mut next = Some((first, outcome));
+        let mut gone: Vec<(u64, u64)> = Vec::new();
         while let Some((d, outcome)) = next.take() {
+            // Gone for good from a durable queue: the store drops its reference.
+            if s.deleted || outcome != Outcome::Requeue {
+                gone.extend(cell.stored_ref(&d.entry.message));
+            }
             if !s.deleted {
                 match outcome {
                     Outcome::Ack => s.counters.acked += 1,
@@ -1304,6 +1402,9 @@ fn settle_by_queue(items: &mut Vec<(Delivery, Outcome)>) {
                 }));
             }
             next = iter.next_if(|(d, _)| Arc::ptr_eq(&d.queue, &cell));
+        }
+        if let (false, Some((_, durable))) = (gone.is_empty(), &cell.store) {
+            durable.ack(&gone);
         }
         if !s.deleted {
             cell.deliver(&mut s);
@@ -1444,6 +1545,23 @@ impl Ctx {
                         self.check(ch, Access::Write, ResourceKind::Exchange, &dlx)?;
                     }
                     declare::validate_arguments(&requested, &name, &vhost.name)?;
+                    // Durable queues keep their messages, unless exclusive (which go with
+                    // their connection, as in RabbitMQ).
+                    let store = match &vhost.durable {
+                        Some(d) if m.durable && !m.exclusive => {
+                            let (id, counter) = d.new_queue_id();
+                            let stored = StoredQueue {
+                                vhost: vhost.name.clone(),
+                                name: name.detached(),
+                                id,
+                                auto_delete: m.auto_delete,
+                                arguments: m.arguments.detached(),
+                            };
+                            vhost.persist(&[counter, record::queue(&stored)])?;
+                            Some((id, d.clone()))
+                        }
+                        _ => None,
+                    };
                     let cell = Arc::new(QueueCell::new(
                         name.detached(),
                         &vhost.name,
@@ -1451,6 +1569,7 @@ impl Ctx {
                         m.auto_delete,
                         m.exclusive.then_some(self.id),
                         m.arguments.detached(),
+                        store,
                     ));
                     state.insert_queue(cell.clone());
                     drop(state);
@@ -1505,13 +1624,35 @@ impl Ctx {
                 }
                 return Err(declare::locked(dest, &vhost.name));
             }
+            // A binding is durable when both its ends are.
+            let durable_exchange = |name: &ShortStr| {
+                state
+                    .topology
+                    .exchange_id(strip_cr_lf(name).as_bytes())
+                    .and_then(|id| state.topology.exchange(id))
+                    .is_some_and(|x| x.durable)
+            };
+            let durable_dest = match &spec.destination {
+                DestinationName::Queue(q) => state
+                    .queue_named(&strip_cr_lf(q))
+                    .is_some_and(|c| c.store.is_some()),
+                DestinationName::Exchange(x) => durable_exchange(x),
+            };
+            if created && durable_dest && durable_exchange(&spec.source) {
+                vhost.persist(&[record::binding(&vhost.name, spec)])?;
+            }
         } else {
             let both_exist = state.topology.exchange_id(spec.source.as_bytes()).is_some()
                 && state.queue_named(dest).is_some();
             if foreign && both_exist {
                 return Err(declare::locked(dest, &vhost.name));
             }
-            state.topology.unbind(spec).map_err(|e| e.exception())?;
+            let removal = state.topology.unbind(spec).map_err(|e| e.exception())?;
+            if let Some(d) = &vhost.durable {
+                let mut changes = d.deleted(&vhost.name, &removal.exchanges, None);
+                changes.push(record::binding_deleted(&vhost.name, spec));
+                vhost.persist(&changes)?;
+            }
         }
         Ok(())
     }
@@ -1596,6 +1737,43 @@ impl Ctx {
                 }
             }
         }
+    }
+
+    /// Adds a routed message to the batch; a persistent one that reached durable queues is
+    /// also staged for the store. Returns whether it was (its confirm then waits for a sync).
+    fn stage(&mut self, message: &Arc<Message>, queues: Vec<Arc<QueueCell>>) -> bool {
+        let mut stored = false;
+        if message.persistent && self.shared.durable.is_some() {
+            let start = self.store_queues.len();
+            self.store_queues.extend(
+                queues
+                    .iter()
+                    .filter_map(|q| q.store.as_ref().map(|(id, _)| *id)),
+            );
+            if self.store_queues.len() > start {
+                self.to_store
+                    .push((message.clone(), start..self.store_queues.len()));
+                stored = true;
+            }
+        }
+        for q in queues {
+            self.batch.push((q, message.clone()));
+        }
+        stored
+    }
+
+    /// Writes the staged persistent messages to the store (one lock for the batch) and asks
+    /// for the sync that will confirm them.
+    fn write_to_store(&mut self) {
+        if self.to_store.is_empty() {
+            return;
+        }
+        if let Some(d) = &self.shared.durable {
+            d.write(&self.to_store, &self.store_queues);
+            d.wait_sync(&self.outbox);
+        }
+        self.to_store.clear();
+        self.store_queues.clear();
     }
 
     /// `basic.return` 312 NO_ROUTE for a mandatory message no queue took.
@@ -1709,17 +1887,17 @@ impl Ctx {
             }),
             Mode::Confirm(c) => {
                 let seq = c.publish();
-                for q in queues {
-                    self.batch.push((q, message.clone()));
+                if self.stage(&message, queues) {
+                    // Confirmed once the store's sync covers it.
+                    ch.awaiting_sync.push_back((seq, message));
+                } else {
+                    // In memory, a message is confirmed once enqueued; the reply goes out
+                    // after this batch is enqueued.
+                    c.settle(seq, true);
                 }
-                // In memory, a message is confirmed once enqueued; the reply goes out after
-                // this batch is enqueued.
-                c.settle(seq, true);
             }
             Mode::Plain => {
-                for q in queues {
-                    self.batch.push((q, message.clone()));
-                }
+                self.stage(&message, queues);
             }
         }
         Ok(())

@@ -40,6 +40,13 @@ pub struct Counters {
     pub connections_refused: u64,
     /// Octets held by messages now.
     pub message_memory: u64,
+    /// Persistent messages in the message store now (held by at least one durable queue).
+    pub stored_messages: u64,
+    /// Octets of the message store on disk now.
+    pub store_disk_bytes: u64,
+    /// Syncs (`fdatasync`) of the message store since start; each confirms everything
+    /// written before it (group commit).
+    pub store_syncs: u64,
 }
 
 /// An exchange, as listed.
@@ -186,6 +193,12 @@ impl BrokerHandle {
     /// Totals since start.
     pub fn counters(&self) -> Counters {
         let c = &self.shared.counters;
+        let (store, syncs) = self
+            .shared
+            .durable
+            .as_ref()
+            .map(|d| (d.stats(), d.syncs()))
+            .unwrap_or_default();
         Counters {
             published: c.published.load(Ordering::Relaxed),
             routed: c.routed.load(Ordering::Relaxed),
@@ -197,7 +210,19 @@ impl BrokerHandle {
             connections_opened: c.connections_opened.load(Ordering::Relaxed),
             connections_refused: c.connections_refused.load(Ordering::Relaxed),
             message_memory: self.shared.gauge.used(),
+            stored_messages: store.messages,
+            store_disk_bytes: store.disk_bytes,
+            store_syncs: syncs,
         }
+    }
+
+    /// Why the message store stopped accepting persistent messages, if it did (a failed
+    /// write or `fdatasync`).
+    pub fn store_failure(&self) -> Option<String> {
+        self.shared
+            .durable
+            .as_ref()
+            .and_then(|d| d.failure().map(str::to_string))
     }
 
     /// Whether the memory alarm is raised (publishers blocked).
@@ -338,16 +363,25 @@ impl BrokerHandle {
 
     /// Adds (or replaces) a user with a password.
     pub fn add_user(&self, name: &str, password: &str, tags: &[&str]) {
-        self.users().add(User {
+        let user = User {
             name: name.to_string(),
             password_hash: Some(PasswordHash::new(password)),
             tags: tags.iter().map(|t| t.to_string()).collect(),
-        });
+        };
+        let mut users = self.users();
+        let loopback = users.loopback_only.iter().any(|u| u == name);
+        self.shared
+            .persist(&[crate::durable::record::user(&user, loopback)]);
+        users.add(user);
     }
 
     /// Deletes a user and its permissions. Returns whether it existed.
     pub fn delete_user(&self, name: &str) -> bool {
-        self.users().remove(name)
+        let mut users = self.users();
+        if let Some(d) = &self.shared.durable {
+            let _ = d.apply(&d.user_deleted(name));
+        }
+        users.remove(name)
     }
 
     /// User names and tags, sorted by name.
@@ -379,6 +413,9 @@ impl BrokerHandle {
                 name: user.to_string(),
             });
         }
+        self.shared.persist(&[crate::durable::record::permissions(
+            user, vhost, configure, write, read,
+        )]);
         users.set_permissions(user, vhost, p);
         Ok(())
     }
@@ -399,6 +436,7 @@ impl BrokerHandle {
 
     /// Creates a virtual host (no-op if it exists).
     pub fn add_vhost(&self, name: &str) {
+        self.shared.persist(&[crate::durable::record::vhost(name)]);
         self.shared.add_vhost(name);
     }
 
@@ -412,6 +450,9 @@ impl BrokerHandle {
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
         let Some(v) = removed else { return false };
+        if let Some(d) = &self.shared.durable {
+            let _ = d.apply(&d.vhost_deleted(name));
+        }
         self.users().clear_vhost(name);
         for c in self.connections().into_iter().filter(|c| c.vhost == name) {
             self.close_connection(c.id, "vhost deleted");

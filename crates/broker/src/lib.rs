@@ -29,6 +29,7 @@
 mod auth;
 mod broker;
 mod connection;
+mod durable;
 mod handle;
 mod message;
 mod outbox;
@@ -36,6 +37,7 @@ mod vhost;
 
 pub use auth::{PasswordHash, Permissions};
 pub use broker::{Broker, BrokerBuilder, Error};
+pub use durable::DurableError;
 pub use handle::{
     BindingInfo, BrokerHandle, ChannelInfo, ConnectionInfo, Counters, ExchangeInfo, QueueInfo,
 };

@@ -2,7 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use warren_amqp_codec::{BasicProperties, ShortStr};
 use warren_queue::Payload;
 
@@ -38,6 +38,10 @@ pub(crate) struct Message {
     /// Property flags and list, encoded.
     pub(crate) properties: Bytes,
     pub(crate) body: Bytes,
+    /// Delivery mode 2: kept across restarts when it reaches a durable queue.
+    pub(crate) persistent: bool,
+    /// Its id in the message store once written there (0: not stored).
+    stored: AtomicU64,
     weight: i64,
     gauge: Arc<MemoryGauge>,
 }
@@ -76,9 +80,63 @@ impl Message {
             routing_key: ShortStr::from_bytes(head.slice(e..r)).unwrap_or_default(),
             properties: head.slice(r..props_end),
             body,
+            persistent: properties.delivery_mode == Some(2),
+            stored: AtomicU64::new(0),
             weight,
             gauge: gauge.clone(),
         })
+    }
+
+    /// Its id in the message store (0: not stored).
+    pub(crate) fn stored_id(&self) -> u64 {
+        self.stored.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_stored(&self, id: u64) {
+        self.stored.store(id, Ordering::Release);
+    }
+
+    /// The message as the store keeps it (`docs/design/store.md`): version 1, the exchange
+    /// and routing key (one length octet each), the encoded properties (a 32-bit length),
+    /// then the body.
+    pub(crate) fn encode_stored(&self, out: &mut Vec<u8>) {
+        out.push(1);
+        out.push(self.exchange.len() as u8);
+        out.extend_from_slice(self.exchange.as_bytes());
+        out.push(self.routing_key.len() as u8);
+        out.extend_from_slice(self.routing_key.as_bytes());
+        out.extend_from_slice(&(self.properties.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.properties);
+        out.extend_from_slice(&self.body);
+    }
+
+    /// A message read back from the store; `None` if the octets are not a stored message.
+    pub(crate) fn from_stored(data: &[u8], id: u64, gauge: &Arc<MemoryGauge>) -> Option<Arc<Self>> {
+        let (&version, rest) = data.split_first()?;
+        if version != 1 {
+            return None;
+        }
+        let (&xl, rest) = rest.split_first()?;
+        let exchange = rest.get(..usize::from(xl))?;
+        let rest = rest.get(usize::from(xl)..)?;
+        let (&kl, rest) = rest.split_first()?;
+        let key = rest.get(..usize::from(kl))?;
+        let rest = rest.get(usize::from(kl)..)?;
+        let pl = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let props = Bytes::copy_from_slice(rest.get(4..4 + pl)?);
+        let body = rest.get(4 + pl..)?;
+        let properties = BasicProperties::decode_encoded(&props).ok()?;
+        let exchange = ShortStr::from_bytes(Bytes::copy_from_slice(exchange)).ok()?;
+        let key = ShortStr::from_bytes(Bytes::copy_from_slice(key)).ok()?;
+        let m = Self::new(
+            &exchange,
+            &key,
+            &properties,
+            Bytes::copy_from_slice(body),
+            gauge,
+        );
+        m.set_stored(id);
+        Some(m)
     }
 }
 

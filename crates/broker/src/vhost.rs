@@ -1,5 +1,6 @@
 //! Virtual hosts: one routing topology each, and the queues it names.
 
+use crate::durable::Durable;
 use crate::message::Message;
 use crate::outbox::{ConsumerLink, Outbox, Outgoing};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
@@ -88,6 +89,8 @@ pub(crate) struct QueueCell {
     /// The connection that declared it exclusive.
     pub(crate) exclusive_owner: Option<u64>,
     pub(crate) arguments: FieldTable,
+    /// A durable queue's number in the message store, and the store.
+    pub(crate) store: Option<(u64, Arc<Durable>)>,
     state: Mutex<QueueState>,
 }
 
@@ -99,6 +102,7 @@ impl QueueCell {
         auto_delete: bool,
         exclusive_owner: Option<u64>,
         arguments: FieldTable,
+        store: Option<(u64, Arc<Durable>)>,
     ) -> Self {
         Self {
             name,
@@ -107,6 +111,7 @@ impl QueueCell {
             auto_delete,
             exclusive_owner,
             arguments,
+            store,
             state: Mutex::new(QueueState {
                 queue: Queue::new(QueueConfig { auto_delete }),
                 counters: QueueCounters::default(),
@@ -138,6 +143,39 @@ impl QueueCell {
         if !state.flow_waiters.is_empty() && !state.over_low_mark() {
             state.wake_flow_waiters();
         }
+    }
+
+    /// The store reference a message leaving this queue for good drops: `(queue, message)`
+    /// for a persistent message of a durable queue.
+    pub(crate) fn stored_ref(&self, message: &Message) -> Option<(u64, u64)> {
+        let id = message.stored_id();
+        match &self.store {
+            Some((q, _)) if id != 0 => Some((*q, id)),
+            _ => None,
+        }
+    }
+
+    /// Tells the store that these messages left this queue for good.
+    pub(crate) fn forget<'a>(&self, messages: impl IntoIterator<Item = &'a Message>) {
+        if let Some((_, durable)) = &self.store {
+            let acks: Vec<(u64, u64)> = messages
+                .into_iter()
+                .filter_map(|m| self.stored_ref(m))
+                .collect();
+            durable.ack(&acks);
+        }
+    }
+
+    /// `queue.purge`: drops every ready message (the store forgets them too); returns how many.
+    pub(crate) fn purge(&self, state: &mut QueueState) -> u64 {
+        let mut dropped = Vec::new();
+        let n = state.queue.purge_with(|e| {
+            if self.store.is_some() {
+                dropped.push(e.message);
+            }
+        });
+        self.forget(dropped.iter().map(|m| &**m));
+        n
     }
 
     pub(crate) fn stats(&self) -> (QueueStats, QueueCounters) {
@@ -178,19 +216,18 @@ impl VhostState {
         }
     }
 
-    /// Forgets a queue and its bindings, if `cell` is still the queue of that name.
-    pub(crate) fn remove_queue(&mut self, cell: &Arc<QueueCell>) -> bool {
-        let Some(id) = self.topology.queue_id(cell.name.as_bytes()) else {
-            return false;
-        };
+    /// Forgets a queue and its bindings, if `cell` is still the queue of that name; returns
+    /// the exchanges that went with it (auto-delete ones left without bindings).
+    pub(crate) fn remove_queue(&mut self, cell: &Arc<QueueCell>) -> Option<Vec<ShortStr>> {
+        let id = self.topology.queue_id(cell.name.as_bytes())?;
         if !self.queue(id).is_some_and(|c| Arc::ptr_eq(c, cell)) {
-            return false;
+            return None;
         }
-        self.topology.delete_queue(id);
+        let removal = self.topology.delete_queue(id);
         if let Some(slot) = self.queues.get_mut(id.0 as usize) {
             *slot = None;
         }
-        true
+        Some(removal.exchanges)
     }
 
     pub(crate) fn queues(&self) -> impl Iterator<Item = &Arc<QueueCell>> {
@@ -202,13 +239,16 @@ impl VhostState {
 #[derive(Debug)]
 pub(crate) struct Vhost {
     pub(crate) name: String,
+    /// Where its durable definitions and messages go (`None`: nothing is kept).
+    pub(crate) durable: Option<Arc<Durable>>,
     state: RwLock<VhostState>,
 }
 
 impl Vhost {
-    pub(crate) fn new(name: &str, seed: u64) -> Self {
+    pub(crate) fn new(name: &str, seed: u64, durable: Option<Arc<Durable>>) -> Self {
         Self {
             name: name.to_string(),
+            durable,
             state: RwLock::new(VhostState {
                 topology: Topology::new(name, seed),
                 queues: Vec::new(),
@@ -224,17 +264,42 @@ impl Vhost {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Records definition changes (call with the vhost's write lock held, so that the store
+    /// sees them in the order the topology did). A failure is logged by the store and
+    /// returned as RabbitMQ's 541 INTERNAL_ERROR.
+    pub(crate) fn persist(
+        &self,
+        changes: &[warren_store::Change],
+    ) -> Result<(), warren_amqp_codec::AmqpException> {
+        match &self.durable {
+            Some(d) => d.apply(changes).map_err(|why| {
+                warren_amqp_codec::AmqpException::connection(
+                    warren_amqp_codec::ReplyCode::InternalError,
+                    format!("definitions could not be written: {why}"),
+                )
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Deletes a queue: unregisters it, then empties it and cancels its consumers (each
     /// consumer's connection is told). Returns the number of ready messages it held, or `None`
     /// if it was already gone.
     pub(crate) fn delete_queue(&self, cell: &Arc<QueueCell>) -> Option<u64> {
-        if !self.write().remove_queue(cell) {
-            return None;
+        {
+            let mut vstate = self.write();
+            let exchanges = vstate.remove_queue(cell)?;
+            let queue = cell.store.as_ref().map(|_| &cell.name);
+            if let Some(d) = &self.durable {
+                if queue.is_some() || !exchanges.is_empty() {
+                    let _ = d.apply(&d.deleted(&self.name, &exchanges, queue));
+                }
+            }
         }
         let mut state = cell.lock();
         state.deleted = true;
         state.wake_flow_waiters();
-        let n = state.queue.purge();
+        let n = cell.purge(&mut state);
         for (consumer, link) in state.queue.drain_consumers() {
             link.outbox.push(Outgoing::Cancelled {
                 channel: link.channel,

@@ -238,6 +238,16 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
         offset
     }
 
+    /// Appends a message recovered after a restart: it may have been delivered before, so it
+    /// is marked redelivered.
+    pub fn publish_recovered(&mut self, message: M) -> Offset {
+        let offset = self.publish(message);
+        if let Some(e) = self.ready.back_mut() {
+            e.delivery_count = 1;
+        }
+        offset
+    }
+
     /// Messages ready for delivery (what `queue.declare-ok` and `basic.get-ok` report).
     pub fn message_count(&self) -> u64 {
         (self.ready.len() + self.returned.len()) as u64
@@ -464,9 +474,18 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
     /// `queue.purge`: drops every ready message (unsettled deliveries stay out); returns how
     /// many were dropped.
     pub fn purge(&mut self) -> u64 {
+        self.purge_with(|_| {})
+    }
+
+    /// [`Self::purge`], handing each dropped message to `dropped` (oldest first).
+    pub fn purge_with(&mut self, mut dropped: impl FnMut(Entry<M>)) -> u64 {
         let n = self.message_count();
-        self.ready.clear();
-        self.returned.clear();
+        for (_, e) in std::mem::take(&mut self.returned) {
+            dropped(e);
+        }
+        for e in self.ready.drain(..) {
+            dropped(e);
+        }
         self.ready_bytes = 0;
         n
     }

@@ -636,6 +636,11 @@ impl MessageStore {
         Ok(payload)
     }
 
+    /// The last id given out (ids only grow, across restarts too).
+    pub fn last_id(&self) -> u64 {
+        self.next_id - 1
+    }
+
     /// Whether a message is held by some queue.
     pub fn contains(&self, id: u64) -> bool {
         self.messages.contains_key(&id)

@@ -1,0 +1,721 @@
+//! What survives a restart: the durable definitions (in the store's metadata store) and the
+//! persistent messages of durable queues (in its message store), with the group-commit thread
+//! that syncs them.
+//!
+//! Definitions are keys and values: a tag octet and length-prefixed name parts as the key,
+//! an AMQP field table (after a version octet) as the value (`docs/design/store.md`).
+//!
+//! Messages: a connection writes the persistent messages of a batch under one lock (to the page
+//! cache), asks for a sync, and holds their confirms. The sync thread takes everything written
+//! so far, runs one `fdatasync` without the lock, records how far it reached, and wakes the
+//! connections waiting for it. A failed sync stops the store for good: nothing more is
+//! confirmed (waiting publishers get `basic.nack`), and new persistent publishes are refused.
+
+use crate::auth::{PasswordHash, User};
+use crate::message::{MemoryGauge, Message};
+use crate::outbox::Outbox;
+use bytes::{Bytes, BytesMut};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
+use warren_amqp_codec::{FieldTable, FieldValue, LongStr, ShortStr};
+use warren_routing::{BindingSpec, DestinationName, ExchangeSpec};
+use warren_store::{
+    Backend, Change, FileBackend, MessageStore, MessageStoreOptions, MetaStore, StoreError,
+};
+
+const VALUE_VERSION: u8 = 1;
+const TAG_VHOST: u8 = b'v';
+const TAG_USER: u8 = b'u';
+const TAG_PERMISSION: u8 = b'p';
+const TAG_EXCHANGE: u8 = b'x';
+const TAG_QUEUE: u8 = b'q';
+const TAG_BINDING: u8 = b'b';
+const TAG_COUNTER: u8 = b'c';
+/// How long the sync thread waits for work before it compacts.
+const IDLE: Duration = Duration::from_millis(200);
+
+/// A key: its tag, then each part with a 16-bit length. A key made of the first parts of
+/// another is a prefix of it, so scans by vhost (or by source exchange) are prefix scans.
+fn key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = vec![tag];
+    for p in parts {
+        k.extend_from_slice(&(p.len().min(usize::from(u16::MAX)) as u16).to_le_bytes());
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn key_parts(k: &[u8]) -> Option<(u8, Vec<&[u8]>)> {
+    let (&tag, mut rest) = k.split_first()?;
+    let mut parts = Vec::new();
+    while !rest.is_empty() {
+        let len = u16::from_le_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+        parts.push(rest.get(2..2 + len)?);
+        rest = rest.get(2 + len..)?;
+    }
+    Some((tag, parts))
+}
+
+fn value(table: &FieldTable) -> Vec<u8> {
+    let mut b = BytesMut::with_capacity(table.encoded_len() + 1);
+    b.extend_from_slice(&[VALUE_VERSION]);
+    table.encode_entries(&mut b);
+    b.to_vec()
+}
+
+fn parse_value(v: &[u8]) -> Option<FieldTable> {
+    let (&version, rest) = v.split_first()?;
+    if version != VALUE_VERSION {
+        return None;
+    }
+    FieldTable::decode_entries(&Bytes::copy_from_slice(rest)).ok()
+}
+
+fn text(s: &str) -> FieldValue {
+    FieldValue::LongStr(LongStr::from(s.to_string()))
+}
+
+fn get_text(t: &FieldTable, k: &str) -> String {
+    match t.get(k) {
+        Some(FieldValue::LongStr(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        _ => String::new(),
+    }
+}
+
+fn get_bool(t: &FieldTable, k: &str) -> bool {
+    t.get(k).and_then(FieldValue::as_bool).unwrap_or(false)
+}
+
+fn short(b: &[u8]) -> ShortStr {
+    ShortStr::from_bytes(Bytes::copy_from_slice(b)).unwrap_or_default()
+}
+
+/// A durable queue as recorded.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredQueue {
+    pub(crate) vhost: String,
+    pub(crate) name: ShortStr,
+    /// Its number in the message store.
+    pub(crate) id: u64,
+    pub(crate) auto_delete: bool,
+    pub(crate) arguments: FieldTable,
+}
+
+/// Every durable definition, as read back at start.
+#[derive(Debug, Default)]
+pub(crate) struct Definitions {
+    pub(crate) vhosts: Vec<String>,
+    /// Users, and whether each may connect only from loopback addresses.
+    pub(crate) users: Vec<(User, bool)>,
+    /// (user, vhost, configure, write, read).
+    pub(crate) permissions: Vec<(String, String, String, String, String)>,
+    pub(crate) exchanges: Vec<(String, ExchangeSpec)>,
+    pub(crate) queues: Vec<StoredQueue>,
+    pub(crate) bindings: Vec<(String, BindingSpec)>,
+}
+
+impl Definitions {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.vhosts.is_empty() && self.users.is_empty()
+    }
+}
+
+/// The definition records, built by their owners' changes.
+pub(crate) mod record {
+    use super::*;
+
+    pub(crate) fn vhost(name: &str) -> Change {
+        Change::Put(
+            key(TAG_VHOST, &[name.as_bytes()]),
+            value(&FieldTable::new()),
+        )
+    }
+
+    pub(crate) fn user(user: &User, loopback_only: bool) -> Change {
+        let mut t = FieldTable::new();
+        if let Some(h) = &user.password_hash {
+            t.insert("password_hash", text(&h.to_base64()));
+        }
+        t.insert("tags", text(&user.tags.join(",")));
+        t.insert("loopback_only", FieldValue::Bool(loopback_only));
+        Change::Put(key(TAG_USER, &[user.name.as_bytes()]), value(&t))
+    }
+
+    pub(crate) fn user_deleted(name: &str) -> Change {
+        Change::Delete(key(TAG_USER, &[name.as_bytes()]))
+    }
+
+    pub(crate) fn permissions(user: &str, vhost: &str, c: &str, w: &str, r: &str) -> Change {
+        let mut t = FieldTable::new();
+        t.insert("configure", text(c));
+        t.insert("write", text(w));
+        t.insert("read", text(r));
+        Change::Put(
+            key(TAG_PERMISSION, &[user.as_bytes(), vhost.as_bytes()]),
+            value(&t),
+        )
+    }
+
+    pub(crate) fn exchange(vhost: &str, spec: &ExchangeSpec) -> Change {
+        let mut t = FieldTable::new();
+        t.insert("type", text(&String::from_utf8_lossy(spec.kind.as_bytes())));
+        t.insert("auto_delete", FieldValue::Bool(spec.auto_delete));
+        t.insert("internal", FieldValue::Bool(spec.internal));
+        t.insert("arguments", FieldValue::Table(spec.arguments.detached()));
+        Change::Put(
+            key(TAG_EXCHANGE, &[vhost.as_bytes(), spec.name.as_bytes()]),
+            value(&t),
+        )
+    }
+
+    pub(crate) fn queue(q: &StoredQueue) -> Change {
+        let mut t = FieldTable::new();
+        t.insert("id", FieldValue::I64(q.id as i64));
+        t.insert("auto_delete", FieldValue::Bool(q.auto_delete));
+        t.insert("arguments", FieldValue::Table(q.arguments.detached()));
+        Change::Put(
+            key(TAG_QUEUE, &[q.vhost.as_bytes(), q.name.as_bytes()]),
+            value(&t),
+        )
+    }
+
+    pub(crate) fn binding_key(vhost: &str, spec: &BindingSpec) -> Vec<u8> {
+        let (kind, dest): (&[u8], &[u8]) = match &spec.destination {
+            DestinationName::Queue(q) => (b"q", q.as_bytes()),
+            DestinationName::Exchange(x) => (b"x", x.as_bytes()),
+        };
+        let mut args = BytesMut::new();
+        spec.arguments.encode_entries(&mut args);
+        key(
+            TAG_BINDING,
+            &[
+                vhost.as_bytes(),
+                spec.source.as_bytes(),
+                kind,
+                dest,
+                spec.key.as_bytes(),
+                &args,
+            ],
+        )
+    }
+
+    pub(crate) fn binding(vhost: &str, spec: &BindingSpec) -> Change {
+        Change::Put(binding_key(vhost, spec), value(&FieldTable::new()))
+    }
+
+    pub(crate) fn binding_deleted(vhost: &str, spec: &BindingSpec) -> Change {
+        Change::Delete(binding_key(vhost, spec))
+    }
+}
+
+fn parse_binding(parts: &[&[u8]]) -> Option<(String, BindingSpec)> {
+    let [vhost, source, kind, dest, rk, args] = parts else {
+        return None;
+    };
+    let destination = match *kind {
+        b"q" => DestinationName::Queue(short(dest)),
+        b"x" => DestinationName::Exchange(short(dest)),
+        _ => return None,
+    };
+    let arguments = FieldTable::decode_entries(&Bytes::copy_from_slice(args)).ok()?;
+    Some((
+        String::from_utf8_lossy(vhost).into_owned(),
+        BindingSpec {
+            source: short(source),
+            destination,
+            key: short(rk),
+            arguments,
+        },
+    ))
+}
+
+/// Why the durable state could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum DurableError {
+    /// The data directory could not be used.
+    #[error("data directory {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Default)]
+struct SyncSignal {
+    wanted: bool,
+    stop: bool,
+}
+
+/// The broker's durable state.
+#[derive(Debug)]
+pub(crate) struct Durable {
+    meta: Mutex<MetaStore>,
+    store: Mutex<MessageStore>,
+    /// Every message id up to this one is on disk.
+    synced: AtomicU64,
+    /// Syncs completed.
+    syncs: AtomicU64,
+    signal: Mutex<SyncSignal>,
+    wake: Condvar,
+    /// Connections waiting for the next sync.
+    waiters: Mutex<Vec<Weak<Outbox>>>,
+    /// Why the store stopped, once it did.
+    failure: OnceLock<String>,
+    next_queue: AtomicU64,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The messages recovered for one queue, in order.
+pub(crate) type RecoveredQueue = Vec<Arc<Message>>;
+
+/// The durable state opened: the store, the definitions, and each queue's messages by the
+/// queue's store number.
+pub(crate) type Opened = (Arc<Durable>, Definitions, BTreeMap<u64, RecoveredQueue>);
+
+impl Durable {
+    /// Opens the data directory: reads the definitions and rebuilds the durable queues'
+    /// messages. Damage found on the way is logged with where it was.
+    pub(crate) fn open(
+        dir: &Path,
+        gauge: &Arc<MemoryGauge>,
+    ) -> Result<Opened, DurableError> {
+        let backend: Arc<dyn Backend> =
+            Arc::new(
+                FileBackend::new(dir).map_err(|source| DurableError::Directory {
+                    path: dir.display().to_string(),
+                    source,
+                })?,
+            );
+        let (meta, damage) = MetaStore::open(backend.clone(), "meta")?;
+        for d in &damage {
+            tracing::error!(store = "definitions", damage = %d, "recovery skipped damaged data");
+        }
+        let defs = read_definitions(&meta);
+        let next_queue = meta
+            .get(&key(TAG_COUNTER, &[b"queue"]))
+            .and_then(parse_value)
+            .and_then(|t| t.get("next").and_then(FieldValue::as_i64))
+            .unwrap_or(1)
+            .max(1) as u64;
+        let known: std::collections::HashSet<u64> = defs.queues.iter().map(|q| q.id).collect();
+        let (store, recovered) =
+            MessageStore::open(backend, MessageStoreOptions::default(), |q| {
+                known.contains(&q)
+            })?;
+        for d in &recovered.damage {
+            tracing::error!(store = "messages", damage = %d, "recovery skipped damaged data");
+        }
+        let mut messages: BTreeMap<u64, RecoveredQueue> = BTreeMap::new();
+        let mut shared: std::collections::HashMap<u64, Arc<Message>> = Default::default();
+        for (queue, list) in &recovered.queues {
+            let out = messages.entry(*queue).or_default();
+            for m in list {
+                if let Some(msg) = shared.get(&m.id) {
+                    out.push(msg.clone());
+                    continue;
+                }
+                let data = match store.read(m.id) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::error!(message = m.id, queue, error = %e, "a stored message cannot be read: skipped");
+                        continue;
+                    }
+                };
+                match Message::from_stored(&data, m.id, gauge) {
+                    Some(msg) => {
+                        shared.insert(m.id, msg.clone());
+                        out.push(msg);
+                    }
+                    None => {
+                        tracing::error!(
+                            message = m.id,
+                            queue,
+                            "a stored message is malformed: skipped"
+                        )
+                    }
+                }
+            }
+        }
+        let written = store.stats();
+        // Everything recovered is on disk; ids written from now on are above it.
+        let last_id = store.last_id();
+        tracing::info!(
+            queues = defs.queues.len(),
+            messages = written.messages,
+            disk_bytes = written.disk_bytes,
+            "durable state recovered"
+        );
+        let durable = Arc::new(Self {
+            meta: Mutex::new(meta),
+            store: Mutex::new(store),
+            synced: AtomicU64::new(last_id),
+            syncs: AtomicU64::new(0),
+            signal: Mutex::new(SyncSignal::default()),
+            wake: Condvar::new(),
+            waiters: Mutex::new(Vec::new()),
+            failure: OnceLock::new(),
+            next_queue: AtomicU64::new(next_queue),
+            thread: Mutex::new(None),
+        });
+        let worker = durable.clone();
+        let handle = std::thread::Builder::new()
+            .name("warren-sync".into())
+            .spawn(move || worker.sync_loop())
+            .map_err(|source| DurableError::Directory {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        *lock(&durable.thread) = Some(handle);
+        Ok((durable, defs, messages))
+    }
+
+    /// Applies definition changes atomically and durably.
+    pub(crate) fn apply(&self, changes: &[Change]) -> Result<(), String> {
+        let mut meta = lock(&self.meta);
+        // Deleting what is not there costs no sync.
+        let needed: Vec<Change> = changes
+            .iter()
+            .filter(|c| match c {
+                Change::Delete(k) => meta.get(k).is_some(),
+                Change::Put(..) => true,
+            })
+            .cloned()
+            .collect();
+        if needed.is_empty() {
+            return Ok(());
+        }
+        meta.apply(&needed).map_err(|e| {
+            tracing::error!(error = %e, "definitions could not be written");
+            e.to_string()
+        })
+    }
+
+    /// The changes that delete a vhost and everything in it.
+    pub(crate) fn vhost_deleted(&self, vhost: &str) -> Vec<Change> {
+        let meta = lock(&self.meta);
+        let mut out = vec![Change::Delete(key(TAG_VHOST, &[vhost.as_bytes()]))];
+        for tag in [TAG_EXCHANGE, TAG_QUEUE, TAG_BINDING] {
+            let prefix = key(tag, &[vhost.as_bytes()]);
+            out.extend(meta.scan(&prefix).map(|(k, _)| Change::Delete(k.to_vec())));
+        }
+        out.extend(
+            meta.scan(&[TAG_PERMISSION])
+                .filter(|(k, _)| {
+                    key_parts(k).is_some_and(|(_, p)| p.get(1) == Some(&vhost.as_bytes()))
+                })
+                .map(|(k, _)| Change::Delete(k.to_vec())),
+        );
+        out
+    }
+
+    /// The changes that delete a user and its permissions.
+    pub(crate) fn user_deleted(&self, user: &str) -> Vec<Change> {
+        let meta = lock(&self.meta);
+        let mut out = vec![record::user_deleted(user)];
+        let prefix = key(TAG_PERMISSION, &[user.as_bytes()]);
+        out.extend(meta.scan(&prefix).map(|(k, _)| Change::Delete(k.to_vec())));
+        out
+    }
+
+    /// The changes that delete exchanges or queues (by name) and every binding to or from
+    /// them.
+    pub(crate) fn deleted(
+        &self,
+        vhost: &str,
+        exchanges: &[ShortStr],
+        queue: Option<&ShortStr>,
+    ) -> Vec<Change> {
+        let meta = lock(&self.meta);
+        let mut out: Vec<Change> = exchanges
+            .iter()
+            .map(|x| Change::Delete(key(TAG_EXCHANGE, &[vhost.as_bytes(), x.as_bytes()])))
+            .collect();
+        if let Some(q) = queue {
+            out.push(Change::Delete(key(
+                TAG_QUEUE,
+                &[vhost.as_bytes(), q.as_bytes()],
+            )));
+        }
+        let prefix = key(TAG_BINDING, &[vhost.as_bytes()]);
+        for (k, _) in meta.scan(&prefix) {
+            let Some((_, parts)) = key_parts(k) else {
+                continue;
+            };
+            let (Some(source), Some(kind), Some(dest)) = (parts.get(1), parts.get(2), parts.get(3))
+            else {
+                continue;
+            };
+            let gone = exchanges
+                .iter()
+                .any(|x| *source == x.as_bytes() || (*kind == b"x" && *dest == x.as_bytes()))
+                || queue.is_some_and(|q| *kind == b"q" && *dest == q.as_bytes());
+            if gone {
+                out.push(Change::Delete(k.to_vec()));
+            }
+        }
+        out
+    }
+
+    /// A number for a new durable queue (never reused), and the change that records it.
+    pub(crate) fn new_queue_id(&self) -> (u64, Change) {
+        let id = self.next_queue.fetch_add(1, Ordering::AcqRel);
+        let mut t = FieldTable::new();
+        t.insert("next", FieldValue::I64((id + 1) as i64));
+        (id, Change::Put(key(TAG_COUNTER, &[b"queue"]), value(&t)))
+    }
+
+    /// Why the store stopped, if it did.
+    pub(crate) fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    /// The highest message id known to be on disk.
+    pub(crate) fn synced(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Writes messages (each with the store numbers of its durable queues) and sets their
+    /// ids. Durable after the next sync; see [`Durable::wait_sync`].
+    pub(crate) fn write(&self, items: &[(Arc<Message>, std::ops::Range<usize>)], queues: &[u64]) {
+        if self.failure().is_some() {
+            return;
+        }
+        let mut store = lock(&self.store);
+        let mut buf = Vec::new();
+        for (m, range) in items {
+            let Some(qs) = queues.get(range.clone()) else {
+                continue;
+            };
+            buf.clear();
+            m.encode_stored(&mut buf);
+            match store.publish(qs, &buf) {
+                Ok(id) => m.set_stored(id),
+                Err(e) => {
+                    drop(store);
+                    self.fail(&e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Drops queues' references to messages: `(queue number, message id)`.
+    pub(crate) fn ack(&self, acks: &[(u64, u64)]) {
+        if acks.is_empty() || self.failure().is_some() {
+            return;
+        }
+        let mut store = lock(&self.store);
+        for (q, id) in acks {
+            if let Err(e) = store.ack(*q, *id) {
+                drop(store);
+                self.fail(&e);
+                return;
+            }
+        }
+    }
+
+    fn fail(&self, e: &StoreError) {
+        lock(&self.store).fail(e);
+        if self.failure.set(e.to_string()).is_ok() {
+            tracing::error!(error = %e, "the message store failed: persistent messages are refused from now on");
+        }
+        self.wake_waiters();
+    }
+
+    /// Asks for a sync and for `outbox` to be woken when it completes.
+    pub(crate) fn wait_sync(&self, outbox: &Arc<Outbox>) {
+        {
+            let mut w = lock(&self.waiters);
+            if !w
+                .iter()
+                .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(outbox)))
+            {
+                w.push(Arc::downgrade(outbox));
+            }
+        }
+        let mut s = lock(&self.signal);
+        s.wanted = true;
+        self.wake.notify_one();
+    }
+
+    fn wake_waiters(&self) {
+        let waiters = std::mem::take(&mut *lock(&self.waiters));
+        for w in waiters {
+            if let Some(o) = w.upgrade() {
+                o.notify.notify_one();
+            }
+        }
+    }
+
+    fn sync_loop(self: Arc<Self>) {
+        loop {
+            let (wanted, stop) = {
+                let mut s = lock(&self.signal);
+                if !s.wanted && !s.stop {
+                    s = self
+                        .wake
+                        .wait_timeout(s, IDLE)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|e| e.into_inner().0);
+                }
+                let r = (s.wanted, s.stop);
+                s.wanted = false;
+                r
+            };
+            if self.failure().is_some() {
+                self.wake_waiters();
+                if stop {
+                    return;
+                }
+                continue;
+            }
+            if wanted || stop {
+                self.sync_now();
+            } else {
+                // Idle: give disk space back, one step at a time.
+                let r = lock(&self.store).compact();
+                if let Err(e) = r {
+                    self.fail(&e);
+                }
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// One group commit: everything written so far, synced without holding the store.
+    fn sync_now(&self) {
+        let ticket = lock(&self.store).begin_sync();
+        match ticket {
+            Ok(Some(t)) => match t.run() {
+                Ok(upto) => {
+                    self.synced.fetch_max(upto, Ordering::AcqRel);
+                    self.syncs.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.fail(&e);
+                    return;
+                }
+            },
+            Ok(None) => {}
+            Err(e) => {
+                self.fail(&e);
+                return;
+            }
+        }
+        self.wake_waiters();
+    }
+
+    /// Syncs what is left and stops the sync thread (a clean shutdown).
+    pub(crate) fn close(&self) {
+        {
+            let mut s = lock(&self.signal);
+            s.stop = true;
+            self.wake.notify_one();
+        }
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Syncs completed since start.
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Counts of the message store.
+    pub(crate) fn stats(&self) -> warren_store::MessageStoreStats {
+        lock(&self.store).stats()
+    }
+}
+
+fn read_definitions(meta: &MetaStore) -> Definitions {
+    let mut d = Definitions::default();
+    for (k, v) in meta.scan(&[]) {
+        let (Some((tag, parts)), Some(t)) = (key_parts(k), parse_value(v)) else {
+            tracing::error!(key = ?k, "a stored definition is malformed: skipped");
+            continue;
+        };
+        let s = |i: usize| {
+            parts
+                .get(i)
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .unwrap_or_default()
+        };
+        match tag {
+            TAG_VHOST => d.vhosts.push(s(0)),
+            TAG_USER => {
+                let hash = get_text(&t, "password_hash");
+                let tags = get_text(&t, "tags");
+                d.users.push((
+                    User {
+                        name: s(0),
+                        password_hash: PasswordHash::from_base64(&hash),
+                        tags: tags
+                            .split(',')
+                            .filter(|t| !t.is_empty())
+                            .map(str::to_string)
+                            .collect(),
+                    },
+                    get_bool(&t, "loopback_only"),
+                ));
+            }
+            TAG_PERMISSION => d.permissions.push((
+                s(0),
+                s(1),
+                get_text(&t, "configure"),
+                get_text(&t, "write"),
+                get_text(&t, "read"),
+            )),
+            TAG_EXCHANGE => {
+                let name = parts.get(1).map(|p| short(p)).unwrap_or_default();
+                let kind = ShortStr::from(get_text(&t, "type"));
+                d.exchanges.push((
+                    s(0),
+                    ExchangeSpec {
+                        name,
+                        kind,
+                        durable: true,
+                        auto_delete: get_bool(&t, "auto_delete"),
+                        internal: get_bool(&t, "internal"),
+                        arguments: t
+                            .get("arguments")
+                            .and_then(FieldValue::as_table)
+                            .cloned()
+                            .unwrap_or_default(),
+                    },
+                ));
+            }
+            TAG_QUEUE => d.queues.push(StoredQueue {
+                vhost: s(0),
+                name: parts.get(1).map(|p| short(p)).unwrap_or_default(),
+                id: t.get("id").and_then(FieldValue::as_i64).unwrap_or(0) as u64,
+                auto_delete: get_bool(&t, "auto_delete"),
+                arguments: t
+                    .get("arguments")
+                    .and_then(FieldValue::as_table)
+                    .cloned()
+                    .unwrap_or_default(),
+            }),
+            TAG_BINDING => match parse_binding(&parts) {
+                Some(b) => d.bindings.push(b),
+                None => tracing::error!("a stored binding is malformed: skipped"),
+            },
+            _ => {}
+        }
+    }
+    d
+}
