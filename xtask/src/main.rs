@@ -105,6 +105,10 @@ fn ci(root: &Path) -> Result<(), String> {
         &[],
     )?;
     interop::run(root)?;
+    // The short crash test: a few `kill -9` cycles under confirmed load, on the server
+    // interop built.
+    let server = root.join("target/debug/examples/server");
+    crash::run(root, &["--server".into(), server.display().to_string()])?;
     // The fuzz targets are their own workspace; CI at least builds them.
     run(
         root,

@@ -74,6 +74,8 @@ pub(crate) struct Config {
     pub(crate) default_vhost: String,
     /// Where durable definitions and persistent messages are kept (`None`: in memory only).
     pub(crate) data_dir: Option<std::path::PathBuf>,
+    /// Or the storage they go through, given by an embedder (tests inject faults this way).
+    pub(crate) storage: Option<Arc<dyn warren_store::Backend>>,
 }
 
 /// State every connection shares.
@@ -187,6 +189,7 @@ impl BrokerBuilder {
                 max_connections: usize::MAX,
                 default_vhost: "/".into(),
                 data_dir: None,
+                storage: None,
             },
             users: Vec::new(),
             vhosts: Vec::new(),
@@ -272,6 +275,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// Keeps durable definitions and persistent messages in `backend` instead of a directory
+    /// (see `warren_store::Backend`: any storage with positional I/O and `fdatasync`).
+    pub fn storage(mut self, backend: Arc<dyn warren_store::Backend>) -> Self {
+        self.config.storage = Some(backend);
+        self
+    }
+
     /// Blocks publishers (`connection.blocked`) while messages hold more than `bytes`.
     pub fn memory_high_watermark(mut self, bytes: u64) -> Self {
         self.config.memory_high_watermark = Some(bytes);
@@ -316,13 +326,20 @@ impl BrokerBuilder {
     /// default `guest` user and `/` virtual host are created only on the first start.
     pub async fn start(self) -> Result<Broker, Error> {
         let gauge = Arc::new(MemoryGauge::default());
-        let (durable, stored, mut recovered) = match &self.config.data_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|source| DurableError::Directory {
-                    path: dir.display().to_string(),
-                    source,
-                })?;
-                let (d, defs, messages) = Durable::open(dir, &gauge)?;
+        let backend: Option<Arc<dyn warren_store::Backend>> =
+            match (&self.config.storage, &self.config.data_dir) {
+                (Some(b), _) => Some(b.clone()),
+                (None, Some(dir)) => Some(Arc::new(warren_store::FileBackend::new(dir).map_err(
+                    |source| DurableError::Directory {
+                        path: dir.display().to_string(),
+                        source,
+                    },
+                )?)),
+                (None, None) => None,
+            };
+        let (durable, stored, mut recovered) = match backend {
+            Some(b) => {
+                let (d, defs, messages) = Durable::open(b, &gauge)?;
                 (Some(d), defs, messages)
             }
             None => (None, Definitions::default(), Default::default()),

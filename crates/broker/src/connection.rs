@@ -1828,6 +1828,17 @@ impl Ctx {
                 return Err(e.exception());
             }
         };
+        // Once the store has failed, persistent messages for durable queues are refused: they
+        // could not be kept.
+        if properties.delivery_mode == Some(2) && queues.iter().any(|q| q.store.is_some()) {
+            if let Some(why) = self.shared.durable.as_ref().and_then(|d| d.failure()) {
+                self.routed = routed;
+                return Err(AmqpException::channel(
+                    ReplyCode::InternalError,
+                    format!("the message store failed, persistent messages are refused: {why}"),
+                ));
+            }
+        }
         let reply_key = ch.reply_consumer.as_ref().map(|(_, k)| k.as_slice());
         let checked = channel::check_properties(properties, reply_key, &self.user);
         if let Err(e) = checked {

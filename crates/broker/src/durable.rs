@@ -16,15 +16,12 @@ use crate::message::{MemoryGauge, Message};
 use crate::outbox::Outbox;
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 use warren_amqp_codec::{FieldTable, FieldValue, LongStr, ShortStr};
 use warren_routing::{BindingSpec, DestinationName, ExchangeSpec};
-use warren_store::{
-    Backend, Change, FileBackend, MessageStore, MessageStoreOptions, MetaStore, StoreError,
-};
+use warren_store::{Backend, Change, MessageStore, MessageStoreOptions, MetaStore, StoreError};
 
 const VALUE_VERSION: u8 = 1;
 const TAG_VHOST: u8 = b'v';
@@ -235,6 +232,9 @@ fn parse_binding(parts: &[&[u8]]) -> Option<(String, BindingSpec)> {
 /// Why the durable state could not be opened or written.
 #[derive(Debug, thiserror::Error)]
 pub enum DurableError {
+    /// The sync thread could not be started.
+    #[error("cannot start the store's sync thread: {0}")]
+    Thread(std::io::Error),
     /// The data directory could not be used.
     #[error("data directory {path}: {source}")]
     Directory {
@@ -288,16 +288,9 @@ impl Durable {
     /// Opens the data directory: reads the definitions and rebuilds the durable queues'
     /// messages. Damage found on the way is logged with where it was.
     pub(crate) fn open(
-        dir: &Path,
+        backend: Arc<dyn Backend>,
         gauge: &Arc<MemoryGauge>,
     ) -> Result<Opened, DurableError> {
-        let backend: Arc<dyn Backend> =
-            Arc::new(
-                FileBackend::new(dir).map_err(|source| DurableError::Directory {
-                    path: dir.display().to_string(),
-                    source,
-                })?,
-            );
         let (meta, damage) = MetaStore::open(backend.clone(), "meta")?;
         for d in &damage {
             tracing::error!(store = "definitions", damage = %d, "recovery skipped damaged data");
@@ -373,10 +366,7 @@ impl Durable {
         let handle = std::thread::Builder::new()
             .name("warren-sync".into())
             .spawn(move || worker.sync_loop())
-            .map_err(|source| DurableError::Directory {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            .map_err(DurableError::Thread)?;
         *lock(&durable.thread) = Some(handle);
         Ok((durable, defs, messages))
     }

@@ -17,3 +17,4 @@ mod queues;
 mod raw;
 mod robustness;
 mod scripted;
+mod store_faults;
