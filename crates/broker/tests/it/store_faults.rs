@@ -33,18 +33,20 @@ async fn a_failed_sync_is_never_confirmed_and_stops_persistent_publishing() {
     let publish = |key: &'static str, props: BasicProperties| {
         let ch = ch.clone();
         async move {
-            within(ch.basic_publish("", key, BasicPublishOptions::default(), b"m", props))
-                .await
-                .unwrap()
+            let confirm =
+                within(ch.basic_publish("", key, BasicPublishOptions::default(), b"m", props))
+                    .await
+                    .unwrap();
+            within(confirm).await.unwrap()
         }
     };
-    let first = within(publish("dq", persistent()).await).await.unwrap();
+    let first = publish("dq", persistent()).await;
     assert!(matches!(first, Confirmation::Ack(None)), "{first:?}");
     assert!(b.handle().counters().store_syncs > 0);
     assert_eq!(b.handle().store_failure(), None);
 
     crash.inject(Fault::Sync);
-    let second = within(publish("dq", persistent()).await).await.unwrap();
+    let second = publish("dq", persistent()).await;
     assert!(
         matches!(second, Confirmation::Nack(None)),
         "what could not be synced is not confirmed: {second:?}"
@@ -53,9 +55,7 @@ async fn a_failed_sync_is_never_confirmed_and_stops_persistent_publishing() {
     assert!(why.contains("injected fdatasync failure"), "{why}");
 
     // Transient messages still flow, and are confirmed.
-    let transient = within(publish("tq", BasicProperties::default()).await)
-        .await
-        .unwrap();
+    let transient = publish("tq", BasicProperties::default()).await;
     assert!(
         matches!(transient, Confirmation::Ack(None)),
         "{transient:?}"
