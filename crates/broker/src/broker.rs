@@ -5,6 +5,7 @@ use crate::connection;
 use crate::durable::{Definitions, Durable, DurableError, record};
 use crate::handle::{BrokerHandle, ConnectionEntry};
 use crate::message::MemoryGauge;
+use crate::paging::Spilled;
 use crate::vhost::{QueueCell, Vhost};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -76,6 +77,8 @@ pub(crate) struct Config {
     pub(crate) data_dir: Option<std::path::PathBuf>,
     /// Or the storage they go through, given by an embedder (tests inject faults this way).
     pub(crate) storage: Option<Arc<dyn warren_store::Backend>>,
+    /// Message memory past which queue backlogs page out to the store (with storage only).
+    pub(crate) paging_budget: Option<u64>,
 }
 
 /// State every connection shares.
@@ -121,6 +124,19 @@ impl Shared {
             .entry(name.to_string())
             .or_insert_with(|| Arc::new(Vhost::new(name, seed, self.durable.clone())))
             .clone()
+    }
+
+    /// Whether message memory is past the paging budget (backlogs page out).
+    pub(crate) fn over_paging_budget(&self) -> bool {
+        if self.durable.is_none() {
+            return false;
+        }
+        let budget = self.config.paging_budget.unwrap_or_else(|| {
+            self.config
+                .memory_high_watermark
+                .map_or(256 << 20, |w| w / 2)
+        });
+        self.gauge.used() > budget
     }
 
     /// Records definition changes, if the broker keeps them; a failure is logged.
@@ -190,6 +206,7 @@ impl BrokerBuilder {
                 default_vhost: "/".into(),
                 data_dir: None,
                 storage: None,
+                paging_budget: None,
             },
             users: Vec::new(),
             vhosts: Vec::new(),
@@ -279,6 +296,15 @@ impl BrokerBuilder {
     /// (see `warren_store::Backend`: any storage with positional I/O and `fdatasync`).
     pub fn storage(mut self, backend: Arc<dyn warren_store::Backend>) -> Self {
         self.config.storage = Some(backend);
+        self
+    }
+
+    /// Message memory past which queue backlogs page out to the store: each queue keeps a
+    /// head in memory and the rest of its messages (transient ones too) live only on disk,
+    /// read back ahead of its consumers. Only with a data directory (or storage). Default:
+    /// half the memory high watermark, or 256 MiB without one.
+    pub fn paging_budget(mut self, bytes: u64) -> Self {
+        self.config.paging_budget = Some(bytes);
         self
     }
 
@@ -552,12 +578,21 @@ fn restore_topology(
             q.auto_delete,
             None,
             q.arguments.clone(),
-            Some((q.id, durable.clone())),
+            Some((durable.clone(), Some(q.id))),
         ));
+        // Recovered messages start paged out; consumers read them back as they reach them.
         if let Some(messages) = recovered.remove(&q.id) {
             let mut s = cell.lock();
             for m in messages {
-                s.queue.publish_recovered(m);
+                let e = Spilled {
+                    id: m.id,
+                    len: m.len,
+                    redelivered: true,
+                    transient: false,
+                };
+                if !cell.spill_entry(&mut s, durable, e) {
+                    break;
+                }
             }
         }
         v.write().insert_queue(cell);

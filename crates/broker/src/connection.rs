@@ -8,7 +8,7 @@
 
 use crate::auth::{self, Access, Permissions, ResourceKind};
 use crate::broker::Shared;
-use crate::durable::{StoredQueue, record};
+use crate::durable::record;
 use crate::handle::{ChannelStats, ConnectionEntry};
 use crate::message::Message;
 use crate::outbox::{ConsumerLink, Outbox, Outgoing};
@@ -157,8 +157,9 @@ struct Ctx {
     /// Queues declared exclusive by this connection.
     exclusive: Vec<Arc<QueueCell>>,
     routed: Routed,
-    /// Publishes routed and waiting to be enqueued, with the channel awaiting a confirm.
-    batch: Vec<(Arc<QueueCell>, Arc<Message>)>,
+    /// Publishes routed and waiting to be enqueued, each with whether the store holds it for
+    /// that queue (written for it, persistent or paged out).
+    batch: Vec<(Arc<QueueCell>, Arc<Message>, bool)>,
     /// Persistent messages of the batch to write to the store, each with its range in
     /// `store_queues` (the store numbers of its durable queues).
     to_store: Vec<(Arc<Message>, std::ops::Range<usize>)>,
@@ -947,7 +948,8 @@ impl Conn {
             return;
         }
         let mut batch = std::mem::take(&mut self.ctx.batch);
-        if let Some(q) = enqueue(&mut batch, &self.ctx.outbox) {
+        let over_budget = self.ctx.shared.over_paging_budget();
+        if let Some(q) = enqueue(&mut batch, &self.ctx.outbox, over_budget) {
             self.ctx.throttled = Some(q);
             self.ctx.throttle_recheck = tokio::time::Instant::now() + FLOW_RECHECK;
         }
@@ -1004,16 +1006,7 @@ impl Conn {
                         internal: m.internal,
                         arguments: m.arguments.clone(),
                     };
-                    let mut state = vhost.write();
-                    let declared = state
-                        .topology
-                        .declare_exchange(spec)
-                        .map_err(|e| e.exception())?;
-                    if let Some(x) = state.topology.exchange(declared.id) {
-                        if declared.created && x.durable {
-                            vhost.persist(&[record::exchange(&vhost.name, x)])?;
-                        }
-                    }
+                    vhost.declare_exchange(spec)?;
                 }
                 ctx.reply(number, !m.nowait, ExchangeDeclareOk::default());
             }
@@ -1088,7 +1081,7 @@ impl Conn {
                             if m.if_unused && s.queue.consumer_count() > 0 {
                                 return Err(declare::in_use(&name, &vhost.name));
                             }
-                            if m.if_empty && !s.queue.is_empty() {
+                            if m.if_empty && s.message_count() > 0 {
                                 return Err(declare::not_empty(&name, &vhost.name));
                             }
                         }
@@ -1160,7 +1153,11 @@ impl Conn {
                 ctx.check_owner(&cell)?;
                 let got = {
                     let mut s = cell.lock();
-                    let got = s.queue.get(m.no_ack);
+                    cell.refill(&mut s);
+                    let got = s
+                        .queue
+                        .get(m.no_ack)
+                        .map(|(e, left)| (e, left + s.spill.count()));
                     if got.is_some() {
                         s.counters.delivered += 1;
                     }
@@ -1259,7 +1256,8 @@ impl Conn {
                 }
                 ctx.write_to_store();
                 let mut batch = std::mem::take(&mut ctx.batch);
-                if let Some(q) = enqueue(&mut batch, &ctx.outbox) {
+                let over_budget = ctx.shared.over_paging_budget();
+                if let Some(q) = enqueue(&mut batch, &ctx.outbox, over_budget) {
                     ctx.throttled = Some(q);
                     ctx.throttle_recheck = tokio::time::Instant::now() + FLOW_RECHECK;
                 }
@@ -1339,27 +1337,38 @@ fn resume_channel(ch: &Channel) {
 /// then lets each queue deliver once. A queue left congested registers `publisher` to be woken
 /// when it drains, and is returned so that the publisher pauses.
 fn enqueue(
-    batch: &mut Vec<(Arc<QueueCell>, Arc<Message>)>,
+    batch: &mut Vec<(Arc<QueueCell>, Arc<Message>, bool)>,
     publisher: &Arc<Outbox>,
+    over_budget: bool,
 ) -> Option<Arc<QueueCell>> {
-    batch.sort_by_key(|(q, _)| Arc::as_ptr(q) as usize);
+    batch.sort_by_key(|(q, _, _)| Arc::as_ptr(q) as usize);
     let mut congested = None;
     let mut i = 0;
-    while let Some((cell, _)) = batch.get(i) {
+    while let Some((cell, _, _)) = batch.get(i) {
         let cell = cell.clone();
         let mut s = cell.lock();
         let mut n = 0;
-        while let Some((q, m)) = batch.get(i) {
+        while let Some((q, m, has_ref)) = batch.get(i) {
             if !Arc::ptr_eq(q, &cell) {
                 break;
             }
-            if s.deleted {
-                cell.forget([&**m]);
-            } else {
-                s.queue.publish(m.clone());
-                n += 1;
-            }
             i += 1;
+            if s.deleted {
+                if *has_ref {
+                    cell.forget([&**m]);
+                }
+                continue;
+            }
+            n += 1;
+            if cell.should_page(&s, over_budget) && cell.page_out(&mut s, m, *has_ref) {
+                continue;
+            }
+            if *has_ref && !(m.persistent && cell.store.is_some()) {
+                // Written to be paged out, but the queue stopped paging meanwhile: kept in
+                // memory, so the store need not keep it for this queue.
+                cell.drop_transient_ref(m);
+            }
+            s.queue.publish(m.clone());
         }
         s.counters.published += n;
         cell.deliver(&mut s);
@@ -1519,71 +1528,30 @@ impl Ctx {
                 declare::check_name(&name)?;
             }
             self.check(ch, Access::Configure, ResourceKind::Queue, &name)?;
-            let mut state = vhost.write();
-            match state.queue_named(&name).cloned() {
-                Some(cell) => {
-                    drop(state);
-                    self.check_owner(&cell)?;
-                    let current = QueueDecl {
-                        durable: cell.durable,
-                        exclusive: cell.exclusive_owner.is_some(),
-                        auto_delete: cell.auto_delete,
-                        arguments: cell.arguments.clone(),
-                    };
-                    declare::check_equivalent(&current, &requested, &name, &vhost.name)?;
-                    cell
+            let (cell, created) = vhost.declare_queue(&name, &requested, Some(self.id), || {
+                if let Some(dlx) = m
+                    .arguments
+                    .get("x-dead-letter-exchange")
+                    .and_then(warren_amqp_codec::erlang::value_octets)
+                {
+                    let dlx = ShortStr::from_bytes(bytes::Bytes::copy_from_slice(dlx))
+                        .unwrap_or_default();
+                    self.check(ch, Access::Read, ResourceKind::Queue, &name)?;
+                    self.check(ch, Access::Write, ResourceKind::Exchange, &dlx)?;
                 }
-                None => {
-                    if let Some(dlx) = m
-                        .arguments
-                        .get("x-dead-letter-exchange")
-                        .and_then(warren_amqp_codec::erlang::value_octets)
-                    {
-                        let dlx = ShortStr::from_bytes(bytes::Bytes::copy_from_slice(dlx))
-                            .unwrap_or_default();
-                        self.check(ch, Access::Read, ResourceKind::Queue, &name)?;
-                        self.check(ch, Access::Write, ResourceKind::Exchange, &dlx)?;
-                    }
-                    declare::validate_arguments(&requested, &name, &vhost.name)?;
-                    // Durable queues keep their messages, unless exclusive (which go with
-                    // their connection, as in RabbitMQ).
-                    let store = match &vhost.durable {
-                        Some(d) if m.durable && !m.exclusive => {
-                            let (id, counter) = d.new_queue_id();
-                            let stored = StoredQueue {
-                                vhost: vhost.name.clone(),
-                                name: name.detached(),
-                                id,
-                                auto_delete: m.auto_delete,
-                                arguments: m.arguments.detached(),
-                            };
-                            vhost.persist(&[counter, record::queue(&stored)])?;
-                            Some((id, d.clone()))
-                        }
-                        _ => None,
-                    };
-                    let cell = Arc::new(QueueCell::new(
-                        name.detached(),
-                        &vhost.name,
-                        m.durable,
-                        m.auto_delete,
-                        m.exclusive.then_some(self.id),
-                        m.arguments.detached(),
-                        store,
-                    ));
-                    state.insert_queue(cell.clone());
-                    drop(state);
-                    if m.exclusive {
-                        self.exclusive.push(cell.clone());
-                    }
-                    tracing::debug!(id = self.id, queue = %name, vhost = %vhost.name, "queue declared");
-                    cell
+                Ok(())
+            })?;
+            if created {
+                if m.exclusive {
+                    self.exclusive.push(cell.clone());
                 }
+                tracing::debug!(id = self.id, queue = %name, vhost = %vhost.name, "queue declared");
             }
+            cell
         };
         let (messages, consumers) = {
             let s = cell.lock();
-            (s.queue.message_count(), s.queue.consumer_count())
+            (s.message_count(), s.queue.consumer_count())
         };
         ch.last_queue = Some(cell.name.clone());
         Ok(QueueDeclareOk {
@@ -1607,41 +1575,12 @@ impl Ctx {
             return Err(warren_routing::RoutingError::DefaultExchange.exception());
         }
         self.check(ch, Access::Read, ResourceKind::Exchange, &spec.source)?;
-        let mut state = vhost.write();
-        // Another connection's exclusive queue: RabbitMQ answers 405 only after the existence
-        // checks (404) and the exchange type's validation (406).
-        let foreign = match &spec.destination {
-            DestinationName::Queue(q) => state
-                .queue_named(q)
-                .is_some_and(|c| c.exclusive_owner.is_some_and(|o| o != self.id)),
-            DestinationName::Exchange(_) => false,
-        };
         if bind {
-            let created = state.topology.bind(spec).map_err(|e| e.exception())?;
-            if foreign {
-                if created {
-                    let _ = state.topology.unbind(spec);
-                }
-                return Err(declare::locked(dest, &vhost.name));
-            }
-            // A binding is durable when both its ends are.
-            let durable_exchange = |name: &ShortStr| {
-                state
-                    .topology
-                    .exchange_id(strip_cr_lf(name).as_bytes())
-                    .and_then(|id| state.topology.exchange(id))
-                    .is_some_and(|x| x.durable)
-            };
-            let durable_dest = match &spec.destination {
-                DestinationName::Queue(q) => state
-                    .queue_named(&strip_cr_lf(q))
-                    .is_some_and(|c| c.store.is_some()),
-                DestinationName::Exchange(x) => durable_exchange(x),
-            };
-            if created && durable_dest && durable_exchange(&spec.source) {
-                vhost.persist(&[record::binding(&vhost.name, spec)])?;
-            }
+            vhost.bind(spec, Some(self.id))?;
         } else {
+            let mut state = vhost.write();
+            // Another connection's exclusive queue: 405 only if both ends exist.
+            let foreign = state.held_by_other(&spec.destination, Some(self.id));
             let both_exist = state.topology.exchange_id(spec.source.as_bytes()).is_some()
                 && state.queue_named(dest).is_some();
             if foreign && both_exist {
@@ -1742,24 +1681,32 @@ impl Ctx {
     /// Adds a routed message to the batch; a persistent one that reached durable queues is
     /// also staged for the store. Returns whether it was (its confirm then waits for a sync).
     fn stage(&mut self, message: &Arc<Message>, queues: Vec<Arc<QueueCell>>) -> bool {
-        let mut stored = false;
-        if message.persistent && self.shared.durable.is_some() {
-            let start = self.store_queues.len();
-            self.store_queues.extend(
-                queues
-                    .iter()
-                    .filter_map(|q| q.store.as_ref().map(|(id, _)| *id)),
-            );
-            if self.store_queues.len() > start {
-                self.to_store
-                    .push((message.clone(), start..self.store_queues.len()));
-                stored = true;
+        let mut durable = false;
+        let start = self.store_queues.len();
+        if self.shared.durable.is_some() {
+            for q in &queues {
+                if message.persistent && q.store.is_some() {
+                    self.store_queues.push(q.ref_for(true));
+                    durable = true;
+                } else if q.spilling.load(Ordering::Acquire) {
+                    // Paging out: the body goes to disk with the batch.
+                    self.store_queues.push(q.ref_for(message.persistent));
+                }
             }
         }
-        for q in queues {
-            self.batch.push((q, message.clone()));
+        let end = self.store_queues.len();
+        if end > start {
+            self.to_store.push((message.clone(), start..end));
         }
-        stored
+        for q in queues {
+            let r = q.ref_for(message.persistent);
+            let has_ref = self
+                .store_queues
+                .get(start..end)
+                .is_some_and(|refs| refs.contains(&r));
+            self.batch.push((q, message.clone(), has_ref));
+        }
+        durable
     }
 
     /// Writes the staged persistent messages to the store (one lock for the batch) and asks

@@ -259,6 +259,10 @@ struct SyncSignal {
 pub(crate) struct Durable {
     meta: Mutex<MetaStore>,
     store: Mutex<MessageStore>,
+    backend: Arc<dyn Backend>,
+    gauge: Arc<MemoryGauge>,
+    /// Numbers of the transient references of queues (paging), from 1.
+    next_transient: AtomicU64,
     /// Every message id up to this one is on disk.
     synced: AtomicU64,
     /// Syncs completed.
@@ -277,8 +281,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The messages recovered for one queue, in order.
-pub(crate) type RecoveredQueue = Vec<Arc<Message>>;
+/// The messages recovered for one queue, in order (read back when consumers reach them).
+pub(crate) type RecoveredQueue = Vec<warren_store::StoredMessage>;
 
 /// The durable state opened: the store, the definitions, and each queue's messages by the
 /// queue's store number.
@@ -304,43 +308,20 @@ impl Durable {
             .max(1) as u64;
         let known: std::collections::HashSet<u64> = defs.queues.iter().map(|q| q.id).collect();
         let (store, recovered) =
-            MessageStore::open(backend, MessageStoreOptions::default(), |q| {
+            MessageStore::open(backend.clone(), MessageStoreOptions::default(), |q| {
                 known.contains(&q)
             })?;
         for d in &recovered.damage {
             tracing::error!(store = "messages", damage = %d, "recovery skipped damaged data");
         }
-        let mut messages: BTreeMap<u64, RecoveredQueue> = BTreeMap::new();
-        let mut shared: std::collections::HashMap<u64, Arc<Message>> = Default::default();
-        for (queue, list) in &recovered.queues {
-            let out = messages.entry(*queue).or_default();
-            for m in list {
-                if let Some(msg) = shared.get(&m.id) {
-                    out.push(msg.clone());
-                    continue;
-                }
-                let data = match store.read(m.id) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        tracing::error!(message = m.id, queue, error = %e, "a stored message cannot be read: skipped");
-                        continue;
-                    }
-                };
-                match Message::from_stored(&data, m.id, gauge) {
-                    Some(msg) => {
-                        shared.insert(m.id, msg.clone());
-                        out.push(msg);
-                    }
-                    None => {
-                        tracing::error!(
-                            message = m.id,
-                            queue,
-                            "a stored message is malformed: skipped"
-                        )
-                    }
-                }
+        // Paging scratch from the last run.
+        if let Ok(names) = backend.list() {
+            let prefix = format!("{}/", crate::paging::SPILL_PREFIX);
+            for n in names.iter().filter(|n| n.starts_with(&prefix)) {
+                let _ = backend.remove(n);
             }
         }
+        let messages = recovered.queues;
         let written = store.stats();
         // Everything recovered is on disk; ids written from now on are above it.
         let last_id = store.last_id();
@@ -353,6 +334,9 @@ impl Durable {
         let durable = Arc::new(Self {
             meta: Mutex::new(meta),
             store: Mutex::new(store),
+            backend: backend.clone(),
+            gauge: gauge.clone(),
+            next_transient: AtomicU64::new(1),
             synced: AtomicU64::new(last_id),
             syncs: AtomicU64::new(0),
             signal: Mutex::new(SyncSignal::default()),
@@ -490,7 +474,7 @@ impl Durable {
             };
             buf.clear();
             m.encode_stored(&mut buf);
-            match store.publish(qs, &buf) {
+            match store.publish(qs, &buf, m.body.len() as u32) {
                 Ok(id) => m.set_stored(id),
                 Err(e) => {
                     drop(store);
@@ -499,6 +483,57 @@ impl Durable {
                 }
             }
         }
+    }
+
+    /// Writes one message for one queue reference, at once (a queue that started paging
+    /// while the message was on its way); its id, or `None` if the store failed.
+    pub(crate) fn write_one(&self, queue_ref: u64, m: &Message) -> Option<u64> {
+        if self.failure().is_some() {
+            return None;
+        }
+        let mut buf = Vec::new();
+        m.encode_stored(&mut buf);
+        let r = lock(&self.store).publish(&[queue_ref], &buf, m.body.len() as u32);
+        match r {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.fail(&e);
+                None
+            }
+        }
+    }
+
+    /// Reads a message back (paging); `None` (logged) if it cannot be read.
+    pub(crate) fn read_message(&self, id: u64, gauge: &Arc<MemoryGauge>) -> Option<Arc<Message>> {
+        let data = lock(&self.store).read(id);
+        match data {
+            Ok(d) => {
+                let m = Message::from_stored(&d, id, gauge);
+                if m.is_none() {
+                    tracing::error!(message = id, "a stored message is malformed: skipped");
+                }
+                m
+            }
+            Err(e) => {
+                tracing::error!(message = id, error = %e, "a stored message cannot be read: skipped");
+                None
+            }
+        }
+    }
+
+    /// A new transient queue reference (for a queue's paged-out messages).
+    pub(crate) fn new_transient_ref(&self) -> u64 {
+        crate::paging::TRANSIENT_REF | self.next_transient.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The gauge messages read back count against.
+    pub(crate) fn gauge(&self) -> Arc<MemoryGauge> {
+        self.gauge.clone()
+    }
+
+    /// The storage everything goes through.
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
     }
 
     /// Drops queues' references to messages: `(queue number, message id)`.

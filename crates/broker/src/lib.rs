@@ -33,6 +33,7 @@ mod durable;
 mod handle;
 mod message;
 mod outbox;
+mod paging;
 mod vhost;
 
 pub use auth::{PasswordHash, Permissions};

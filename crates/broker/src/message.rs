@@ -42,6 +42,9 @@ pub(crate) struct Message {
     pub(crate) persistent: bool,
     /// Its id in the message store once written there (0: not stored).
     stored: AtomicU64,
+    /// For a message read back from a queue's spill: the reference under which that queue
+    /// holds it in the store (0: none).
+    read_for: AtomicU64,
     weight: i64,
     gauge: Arc<MemoryGauge>,
 }
@@ -82,6 +85,7 @@ impl Message {
             body,
             persistent: properties.delivery_mode == Some(2),
             stored: AtomicU64::new(0),
+            read_for: AtomicU64::new(0),
             weight,
             gauge: gauge.clone(),
         })
@@ -94,6 +98,15 @@ impl Message {
 
     pub(crate) fn set_stored(&self, id: u64) {
         self.stored.store(id, Ordering::Release);
+    }
+
+    /// The queue reference this message was read back for (0: none).
+    pub(crate) fn read_for(&self) -> u64 {
+        self.read_for.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_read_for(&self, queue_ref: u64) {
+        self.read_for.store(queue_ref, Ordering::Release);
     }
 
     /// The message as the store keeps it (`docs/design/store.md`): version 1, the exchange

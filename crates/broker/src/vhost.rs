@@ -3,6 +3,8 @@
 use crate::durable::Durable;
 use crate::message::Message;
 use crate::outbox::{ConsumerLink, Outbox, Outgoing};
+use crate::paging::{self, Spill, Spilled};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use warren_amqp_codec::{FieldTable, ShortStr};
 use warren_queue::{Queue, QueueConfig, QueueStats};
@@ -32,6 +34,8 @@ pub(crate) struct QueueState {
     flow_waiters: Vec<Weak<Outbox>>,
     /// `counters.delivered` at the last congestion check.
     delivered_at_check: u64,
+    /// The messages past the head that live only on disk (paging).
+    pub(crate) spill: Spill,
 }
 
 /// Ready messages past which a queue whose consumers are draining it pauses its publishers: a
@@ -45,9 +49,14 @@ pub(crate) const FLOW_HIGH: u64 = 8192;
 pub(crate) const FLOW_LOW: u64 = FLOW_HIGH / 2;
 
 impl QueueState {
+    /// Messages ready: in memory and paged out.
+    pub(crate) fn message_count(&self) -> u64 {
+        self.queue.message_count() + self.spill.count()
+    }
+
     /// Whether the backlog is still above the mark at which paused publishers resume.
     pub(crate) fn over_low_mark(&self) -> bool {
-        self.queue.consumer_count() > 0 && self.queue.message_count() > FLOW_LOW
+        self.queue.consumer_count() > 0 && self.message_count() > FLOW_LOW
     }
 
     /// Registers a publisher to be woken when the backlog drains.
@@ -75,7 +84,7 @@ impl QueueState {
     pub(crate) fn congested(&mut self) -> bool {
         let progressing = self.counters.delivered != self.delivered_at_check;
         self.delivered_at_check = self.counters.delivered;
-        progressing && self.queue.consumer_count() > 0 && self.queue.message_count() > FLOW_HIGH
+        progressing && self.queue.consumer_count() > 0 && self.message_count() > FLOW_HIGH
     }
 }
 
@@ -91,6 +100,13 @@ pub(crate) struct QueueCell {
     pub(crate) arguments: FieldTable,
     /// A durable queue's number in the message store, and the store.
     pub(crate) store: Option<(u64, Arc<Durable>)>,
+    /// The store its backlog pages out to, if the broker has one.
+    paging: Option<Arc<Durable>>,
+    /// Its reference in the store for paged-out messages that recovery must drop.
+    transient_ref: u64,
+    /// Paging out: new messages go to the spill (read without the lock when a publish is
+    /// staged; set and cleared under it).
+    pub(crate) spilling: AtomicBool,
     state: Mutex<QueueState>,
 }
 
@@ -102,9 +118,16 @@ impl QueueCell {
         auto_delete: bool,
         exclusive_owner: Option<u64>,
         arguments: FieldTable,
-        store: Option<(u64, Arc<Durable>)>,
+        disk: Option<(Arc<Durable>, Option<u64>)>,
     ) -> Self {
+        let store = disk
+            .as_ref()
+            .and_then(|(d, id)| id.map(|id| (id, d.clone())));
+        let transient_ref = disk.as_ref().map_or(0, |(d, _)| d.new_transient_ref());
         Self {
+            paging: disk.map(|(d, _)| d),
+            transient_ref,
+            spilling: AtomicBool::new(false),
             name,
             vhost: vhost.to_string(),
             durable,
@@ -118,6 +141,7 @@ impl QueueCell {
                 deleted: false,
                 flow_waiters: Vec::new(),
                 delivered_at_check: 0,
+                spill: Spill::default(),
             }),
         }
     }
@@ -128,6 +152,7 @@ impl QueueCell {
 
     /// Hands ready messages to consumers (the caller holds the lock).
     pub(crate) fn deliver(self: &Arc<Self>, state: &mut QueueState) {
+        self.refill(state);
         let n = state.queue.deliver(|consumer, entry| {
             let link = consumer.recipient();
             link.outbox.push(Outgoing::Deliver {
@@ -145,13 +170,148 @@ impl QueueCell {
         }
     }
 
+    /// The reference under which this queue holds a message in the store: its number for a
+    /// persistent message of a durable queue, its transient reference for one paged out.
+    pub(crate) fn ref_for(&self, persistent: bool) -> u64 {
+        match &self.store {
+            Some((q, _)) if persistent => *q,
+            _ => self.transient_ref,
+        }
+    }
+
     /// The store reference a message leaving this queue for good drops: `(queue, message)`
-    /// for a persistent message of a durable queue.
+    /// for a persistent message of a durable queue, or a message read back from the spill.
     pub(crate) fn stored_ref(&self, message: &Message) -> Option<(u64, u64)> {
         let id = message.stored_id();
+        if id == 0 {
+            return None;
+        }
+        let read_for = message.read_for();
+        if read_for != 0 {
+            return (read_for == self.ref_for(message.persistent)).then_some((read_for, id));
+        }
         match &self.store {
-            Some((q, _)) if id != 0 => Some((*q, id)),
+            Some((q, _)) if message.persistent => Some((*q, id)),
             _ => None,
+        }
+    }
+
+    /// Removes the spill file of a queue that is gone.
+    pub(crate) fn discard_spill(&self, state: &mut QueueState) {
+        if let Some(d) = &self.paging {
+            state
+                .spill
+                .remove(d.backend(), &paging::spill_name(self.transient_ref));
+        }
+    }
+
+    /// Drops this queue's transient reference to a message written to be paged out that
+    /// stayed in memory after all.
+    pub(crate) fn drop_transient_ref(&self, m: &Message) {
+        if let (Some(d), id) = (&self.paging, m.stored_id()) {
+            if id != 0 {
+                d.ack(&[(self.transient_ref, id)]);
+            }
+        }
+    }
+
+    /// Whether messages of this queue may page out now: it is paging already, or the broker
+    /// is over its paging budget and the queue holds more than a head in memory.
+    pub(crate) fn should_page(&self, state: &QueueState, over_budget: bool) -> bool {
+        self.paging.is_some()
+            && (!state.spill.is_empty()
+                || (over_budget && state.queue.message_count() >= paging::HEAD_MIN))
+    }
+
+    /// Pages a message out: its id goes to the spill (written to the store first if it is not
+    /// there for this queue yet). Returns false if it could not be (the store failed): it
+    /// then stays in memory.
+    pub(crate) fn page_out(&self, state: &mut QueueState, m: &Message, has_ref: bool) -> bool {
+        let Some(d) = &self.paging else {
+            return false;
+        };
+        let queue_ref = self.ref_for(m.persistent);
+        let id = match m.stored_id() {
+            id if has_ref && id != 0 => id,
+            _ => match d.write_one(self.transient_ref, m) {
+                Some(id) => {
+                    return self.push_spill(state, d, id, m, true);
+                }
+                None => return false,
+            },
+        };
+        self.push_spill(state, d, id, m, queue_ref == self.transient_ref)
+    }
+
+    fn push_spill(
+        &self,
+        state: &mut QueueState,
+        d: &Arc<Durable>,
+        id: u64,
+        m: &Message,
+        transient: bool,
+    ) -> bool {
+        let entry = Spilled {
+            id,
+            len: m.body.len() as u32,
+            redelivered: false,
+            transient,
+        };
+        self.spill_entry(state, d, entry)
+    }
+
+    /// Adds an entry to the spill (recovery uses it too).
+    pub(crate) fn spill_entry(&self, state: &mut QueueState, d: &Arc<Durable>, e: Spilled) -> bool {
+        let name = paging::spill_name(self.transient_ref);
+        match state.spill.push(d.backend(), &name, e) {
+            Ok(()) => {
+                self.spilling.store(true, Ordering::Release);
+                true
+            }
+            Err(err) => {
+                tracing::error!(queue = %self.name, error = %err, "the queue's spill file cannot be written");
+                false
+            }
+        }
+    }
+
+    /// Reads the next batch of paged-out messages back into memory when the head runs low.
+    pub(crate) fn refill(&self, state: &mut QueueState) {
+        if state.spill.is_empty() || state.queue.message_count() >= paging::REFILL_LOW {
+            return;
+        }
+        let Some(d) = &self.paging else {
+            return;
+        };
+        let batch = match state.spill.pop(paging::REFILL_BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(queue = %self.name, error = %e, "the queue's spill file cannot be read");
+                return;
+            }
+        };
+        let gauge = d.gauge();
+        for e in batch {
+            let queue_ref = if e.transient {
+                self.transient_ref
+            } else {
+                self.ref_for(true)
+            };
+            match d.read_message(e.id, &gauge) {
+                Some(m) => {
+                    m.set_read_for(queue_ref);
+                    if e.redelivered {
+                        state.queue.publish_recovered(m);
+                    } else {
+                        state.queue.publish(m);
+                    }
+                }
+                // Logged by the store; the reference goes so that the space is freed.
+                None => d.ack(&[(queue_ref, e.id)]),
+            }
+        }
+        if state.spill.is_empty() {
+            self.spilling.store(false, Ordering::Release);
         }
     }
 
@@ -166,21 +326,48 @@ impl QueueCell {
         }
     }
 
-    /// `queue.purge`: drops every ready message (the store forgets them too); returns how many.
+    /// `queue.purge`: drops every ready message, paged out or not (the store forgets them
+    /// too); returns how many.
     pub(crate) fn purge(&self, state: &mut QueueState) -> u64 {
         let mut dropped = Vec::new();
-        let n = state.queue.purge_with(|e| {
-            if self.store.is_some() {
+        let mut n = state.queue.purge_with(|e| {
+            if self.paging.is_some() {
                 dropped.push(e.message);
             }
         });
         self.forget(dropped.iter().map(|m| &**m));
+        if let Some(d) = &self.paging {
+            match state.spill.drain() {
+                Ok(spilled) => {
+                    n += spilled.len() as u64;
+                    let acks: Vec<(u64, u64)> = spilled
+                        .iter()
+                        .map(|e| {
+                            let r = if e.transient {
+                                self.transient_ref
+                            } else {
+                                self.ref_for(true)
+                            };
+                            (r, e.id)
+                        })
+                        .collect();
+                    d.ack(&acks);
+                }
+                Err(e) => {
+                    tracing::error!(queue = %self.name, error = %e, "the queue's spill file cannot be read")
+                }
+            }
+            self.spilling.store(false, Ordering::Release);
+        }
         n
     }
 
     pub(crate) fn stats(&self) -> (QueueStats, QueueCounters) {
         let s = self.lock();
-        (s.queue.stats(), s.counters)
+        let mut stats = s.queue.stats();
+        stats.ready += s.spill.count();
+        stats.ready_bytes += s.spill.bytes();
+        (stats, s.counters)
     }
 }
 
@@ -300,6 +487,7 @@ impl Vhost {
         state.deleted = true;
         state.wake_flow_waiters();
         let n = cell.purge(&mut state);
+        cell.discard_spill(&mut state);
         for (consumer, link) in state.queue.drain_consumers() {
             link.outbox.push(Outgoing::Cancelled {
                 channel: link.channel,
@@ -309,5 +497,154 @@ impl Vhost {
             });
         }
         Some(n)
+    }
+}
+
+// Declarations, shared by connections (after their permission checks) and the handle (a
+// definitions import, acting as the administrator).
+
+impl VhostState {
+    /// Whether `destination` is a queue exclusive to a connection other than `owner` (`None`:
+    /// no connection, as for the handle).
+    pub(crate) fn held_by_other(
+        &self,
+        destination: &warren_routing::DestinationName,
+        owner: Option<u64>,
+    ) -> bool {
+        match destination {
+            warren_routing::DestinationName::Queue(q) => self
+                .queue_named(q)
+                .is_some_and(|c| c.exclusive_owner.is_some_and(|o| Some(o) != owner)),
+            warren_routing::DestinationName::Exchange(_) => false,
+        }
+    }
+}
+
+impl Vhost {
+    /// `exchange.declare` (not passive): the topology's checks, then a new durable exchange is
+    /// recorded.
+    pub(crate) fn declare_exchange(
+        &self,
+        spec: warren_routing::ExchangeSpec,
+    ) -> Result<
+        warren_routing::Declared<warren_routing::ExchangeId>,
+        warren_amqp_codec::AmqpException,
+    > {
+        let mut state = self.write();
+        let declared = state
+            .topology
+            .declare_exchange(spec)
+            .map_err(|e| e.exception())?;
+        if let Some(x) = state.topology.exchange(declared.id) {
+            if declared.created && x.durable {
+                self.persist(&[crate::durable::record::exchange(&self.name, x)])?;
+            }
+        }
+        Ok(declared)
+    }
+
+    /// `queue.declare` (not passive) of a named queue, after the caller's name and `configure`
+    /// checks: the existing queue of that name, if `owner` may use it (405) and it is
+    /// equivalent (406), or a new one, recorded if durable. `owner` is the declaring connection
+    /// (`None`: the handle); `on_create` runs before a new queue's arguments are validated (a
+    /// connection's dead-letter permission checks go there). Returns the queue and whether it
+    /// was created.
+    pub(crate) fn declare_queue(
+        &self,
+        name: &ShortStr,
+        requested: &warren_queue::declare::QueueDecl,
+        owner: Option<u64>,
+        on_create: impl FnOnce() -> Result<(), warren_amqp_codec::AmqpException>,
+    ) -> Result<(Arc<QueueCell>, bool), warren_amqp_codec::AmqpException> {
+        use warren_queue::declare::{self, QueueDecl};
+        let mut state = self.write();
+        if let Some(cell) = state.queue_named(name).cloned() {
+            drop(state);
+            if cell.exclusive_owner.is_some_and(|o| Some(o) != owner) {
+                return Err(declare::locked(&cell.name, &cell.vhost));
+            }
+            let current = QueueDecl {
+                durable: cell.durable,
+                exclusive: cell.exclusive_owner.is_some(),
+                auto_delete: cell.auto_delete,
+                arguments: cell.arguments.clone(),
+            };
+            declare::check_equivalent(&current, requested, name, &self.name)?;
+            return Ok((cell, false));
+        }
+        on_create()?;
+        declare::validate_arguments(requested, name, &self.name)?;
+        let exclusive_owner = if requested.exclusive { owner } else { None };
+        // Durable queues keep their messages, unless exclusive (which go with their
+        // connection, as in RabbitMQ).
+        let store = match &self.durable {
+            Some(d) if requested.durable && !requested.exclusive => {
+                let (id, counter) = d.new_queue_id();
+                let stored = crate::durable::StoredQueue {
+                    vhost: self.name.clone(),
+                    name: name.detached(),
+                    id,
+                    auto_delete: requested.auto_delete,
+                    arguments: requested.arguments.detached(),
+                };
+                self.persist(&[counter, crate::durable::record::queue(&stored)])?;
+                Some((d.clone(), Some(id)))
+            }
+            Some(d) => Some((d.clone(), None)),
+            None => None,
+        };
+        let cell = Arc::new(QueueCell::new(
+            name.detached(),
+            &self.name,
+            requested.durable,
+            requested.auto_delete,
+            exclusive_owner,
+            requested.arguments.detached(),
+            store,
+        ));
+        state.insert_queue(cell.clone());
+        Ok((cell, true))
+    }
+
+    /// `queue.bind` / `exchange.bind`, after the caller's permission checks: the topology's
+    /// checks, then another connection's exclusive queue is refused (405, after the existence
+    /// and argument checks, as RabbitMQ orders them), and a new binding between durable ends is
+    /// recorded. `owner` as for [`Vhost::declare_queue`]. Returns whether the binding is new.
+    pub(crate) fn bind(
+        &self,
+        spec: &warren_routing::BindingSpec,
+        owner: Option<u64>,
+    ) -> Result<bool, warren_amqp_codec::AmqpException> {
+        use warren_routing::{DestinationName, strip_cr_lf};
+        let mut state = self.write();
+        let foreign = state.held_by_other(&spec.destination, owner);
+        let created = state.topology.bind(spec).map_err(|e| e.exception())?;
+        if foreign {
+            if created {
+                let _ = state.topology.unbind(spec);
+            }
+            let dest = match &spec.destination {
+                DestinationName::Queue(q) | DestinationName::Exchange(q) => q,
+            };
+            return Err(warren_queue::declare::locked(dest, &self.name));
+        }
+        // A binding is durable when both its ends are.
+        let durable_exchange = |name: &ShortStr| {
+            state
+                .topology
+                .exchange_id(strip_cr_lf(name).as_bytes())
+                .and_then(|id| state.topology.exchange(id))
+                .is_some_and(|x| x.durable)
+        };
+        let durable_dest = match &spec.destination {
+            DestinationName::Queue(q) => state
+                .queue_named(&strip_cr_lf(q))
+                .is_some_and(|c| c.store.is_some()),
+            DestinationName::Exchange(x) => durable_exchange(x),
+        };
+        if created && durable_dest && durable_exchange(&spec.source) {
+            self.persist(&[crate::durable::record::binding(&self.name, spec)])?;
+        }
+        Ok(created)
     }
 }

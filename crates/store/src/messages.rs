@@ -4,7 +4,8 @@
 //! Records (the log's `kind` says which; `docs/design/store.md`):
 //!
 //! ```text
-//! publish (kind 1) := id:u64 count:u16 queue:u64*count data     the message, and its queues
+//! publish (kind 1) := id:u64 size:u32 count:u16 queue:u64*count data
+//!                     the message, the size its owner counts it as, and its queues
 //! ack     (kind 2) := count:u32 (queue:u64 id:u64 segment:u64)*count
 //! ```
 //!
@@ -62,12 +63,12 @@ impl Default for MessageStoreOptions {
     }
 }
 
-/// A message as recovered: its id and the size of its data.
+/// A message as recovered: its id and the size its owner gave it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredMessage {
     /// The message's id.
     pub id: u64,
-    /// Octets of its data.
+    /// The size given to [`MessageStore::publish`] (the broker: the body's).
     pub len: u32,
 }
 
@@ -181,16 +182,17 @@ fn get_u16(b: &[u8], at: &mut usize) -> Option<u16> {
     Some(v)
 }
 
-/// A publish record's head: id, queues, and where its data starts.
-fn parse_publish(payload: &[u8]) -> Option<(u64, Vec<u64>, usize)> {
+/// A publish record's head: id, size, queues, and where its data starts.
+fn parse_publish(payload: &[u8]) -> Option<(u64, u32, Vec<u64>, usize)> {
     let mut at = 0;
     let id = get_u64(payload, &mut at)?;
+    let size = get_u32(payload, &mut at)?;
     let n = get_u16(payload, &mut at)?;
     let mut queues = Vec::with_capacity(usize::from(n));
     for _ in 0..n {
         queues.push(get_u64(payload, &mut at)?);
     }
-    Some((id, queues, at))
+    Some((id, size, queues, at))
 }
 
 fn parse_acks(payload: &[u8]) -> Option<Vec<(u64, u64, u64)>> {
@@ -211,6 +213,7 @@ fn parse_acks(payload: &[u8]) -> Option<Vec<(u64, u64, u64)>> {
 enum Seen {
     Publish {
         id: u64,
+        len: u32,
         queues: Vec<u64>,
         position: Position,
         size: u32,
@@ -255,9 +258,10 @@ fn parse_summary(segment: u64, file: &[u8], out: &mut Vec<Seen>) -> Option<()> {
         at += hlen;
         match kind {
             KIND_PUBLISH => {
-                let (id, queues, _) = parse_publish(head)?;
+                let (id, len, queues, _) = parse_publish(head)?;
                 seen.push(Seen::Publish {
                     id,
+                    len,
                     queues,
                     position: Position { segment, offset },
                     size,
@@ -345,9 +349,10 @@ impl MessageStore {
                 let size = (payload.len() + crate::log::RECORD_HEADER) as u32;
                 match kind {
                     KIND_PUBLISH => {
-                        if let Some((id, queues, _)) = parse_publish(payload) {
+                        if let Some((id, len, queues, _)) = parse_publish(payload) {
                             seen_cell.borrow_mut().push(Seen::Publish {
                                 id,
+                                len,
                                 queues,
                                 position,
                                 size,
@@ -387,18 +392,19 @@ impl MessageStore {
         recovered.scanned = store.segments.len() - summarized.len();
         // The latest record of each message wins (compaction writes live messages again, with
         // the queues that still held them); an ack anywhere cancels its reference.
-        let mut latest: HashMap<u64, (Vec<u64>, Position, u32)> = HashMap::new();
+        let mut latest: HashMap<u64, (Vec<u64>, Position, u32, u32)> = HashMap::new();
         let mut acked: HashSet<(u64, u64)> = HashSet::new();
         for s in seen {
             match s {
                 Seen::Publish {
                     id,
+                    len,
                     queues,
                     position,
                     size,
                 } => {
                     store.next_id = store.next_id.max(id + 1);
-                    latest.insert(id, (queues, position, size));
+                    latest.insert(id, (queues, position, size, len));
                 }
                 Seen::Acks(at, acks) => {
                     let info = store.segments.entry(at).or_default();
@@ -413,7 +419,7 @@ impl MessageStore {
                 }
             }
         }
-        for (id, (queues, position, size)) in latest {
+        for (id, (queues, position, size, len)) in latest {
             let live: Vec<u64> = queues
                 .iter()
                 .copied()
@@ -423,12 +429,11 @@ impl MessageStore {
                 continue;
             }
             for q in &live {
-                recovered.queues.entry(*q).or_default().push(StoredMessage {
-                    id,
-                    len: size.saturating_sub(
-                        crate::log::RECORD_HEADER as u32 + 10 + 8 * queues.len() as u32,
-                    ),
-                });
+                recovered
+                    .queues
+                    .entry(*q)
+                    .or_default()
+                    .push(StoredMessage { id, len });
             }
             let info = store.segments.entry(position.segment).or_default();
             info.live += 1;
@@ -474,7 +479,7 @@ impl MessageStore {
             let size = (payload.len() + crate::log::RECORD_HEADER) as u32;
             let head = match kind {
                 KIND_PUBLISH => match parse_publish(payload) {
-                    Some((_, _, data_at)) => payload.get(..data_at).unwrap_or_default(),
+                    Some((_, _, _, data_at)) => payload.get(..data_at).unwrap_or_default(),
                     None => return,
                 },
                 KIND_ACK => payload,
@@ -487,8 +492,9 @@ impl MessageStore {
     }
 
     /// Writes a message for `queues` (durable after the next sync); returns its id.
-    pub fn publish(&mut self, queues: &[u64], data: &[u8]) -> Result<u64, StoreError> {
-        self.publish_with_id(None, queues, data)
+    /// `size` is the caller's count for it, given back by recovery.
+    pub fn publish(&mut self, queues: &[u64], data: &[u8], size: u32) -> Result<u64, StoreError> {
+        self.publish_with_id(None, queues, data, size)
     }
 
     fn publish_with_id(
@@ -496,11 +502,13 @@ impl MessageStore {
         id: Option<u64>,
         queues: &[u64],
         data: &[u8],
+        size: u32,
     ) -> Result<u64, StoreError> {
         let id = id.unwrap_or(self.next_id);
         let mut payload = std::mem::take(&mut self.scratch);
         payload.clear();
         payload.extend_from_slice(&id.to_le_bytes());
+        payload.extend_from_slice(&size.to_le_bytes());
         payload.extend_from_slice(&(queues.len().min(usize::from(u16::MAX)) as u16).to_le_bytes());
         for q in queues.iter().take(usize::from(u16::MAX)) {
             payload.extend_from_slice(&q.to_le_bytes());
@@ -627,7 +635,7 @@ impl MessageStore {
             .get(&id)
             .ok_or(StoreError::UnknownMessage(id))?;
         let record = self.log.read(slot.position)?;
-        let (_, _, data_at) = parse_publish(&record.payload).ok_or(StoreError::NoRecord {
+        let (_, _, _, data_at) = parse_publish(&record.payload).ok_or(StoreError::NoRecord {
             segment: slot.position.segment,
             offset: slot.position.offset,
         })?;
@@ -756,14 +764,14 @@ impl MessageStore {
             .unwrap_or_default()
             .into_iter()
             .collect();
-        let mut live: Vec<(u64, Vec<u64>, Vec<u8>)> = Vec::new();
+        let mut live: Vec<(u64, u32, Vec<u64>, Vec<u8>)> = Vec::new();
         let mut acks: Vec<(u64, u64, u64)> = Vec::new();
         let messages = &self.messages;
         let segments = &self.segments;
         self.log
             .read_segment(segment, |position, kind, payload| match kind {
                 KIND_PUBLISH => {
-                    let Some((id, queues, data_at)) = parse_publish(payload) else {
+                    let Some((id, len, queues, data_at)) = parse_publish(payload) else {
                         return;
                     };
                     if messages.get(&id).is_none_or(|s| s.position != position) {
@@ -775,6 +783,7 @@ impl MessageStore {
                         .collect();
                     live.push((
                         id,
+                        len,
                         queues,
                         payload.get(data_at..).unwrap_or_default().to_vec(),
                     ));
@@ -790,7 +799,7 @@ impl MessageStore {
                 }
                 _ => {}
             })?;
-        for (id, queues, data) in live {
+        for (id, len, queues, data) in live {
             let Some(slot) = self.messages.get(&id).copied() else {
                 continue;
             };
@@ -798,7 +807,7 @@ impl MessageStore {
                 info.live = info.live.saturating_sub(1);
                 info.live_bytes = info.live_bytes.saturating_sub(u64::from(slot.size));
             }
-            self.publish_with_id(Some(id), &queues, &data)?;
+            self.publish_with_id(Some(id), &queues, &data, len)?;
             if let Some(moved) = self.messages.get_mut(&id) {
                 moved.refs = slot.refs;
             }

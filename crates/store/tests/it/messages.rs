@@ -33,9 +33,9 @@ fn messages_come_back_in_order_for_each_queue_with_their_data() {
     let b: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     let (mut s, rec) = open(&b, 1 << 20);
     assert!(rec.queues.is_empty());
-    let a = s.publish(&[1], b"first").unwrap();
-    let f = s.publish(&[1, 2, 3], b"fanout").unwrap();
-    let c = s.publish(&[2], b"").unwrap();
+    let a = put(&mut s, &[1], b"first").unwrap();
+    let f = put(&mut s, &[1, 2, 3], b"fanout").unwrap();
+    let c = put(&mut s, &[2], b"").unwrap();
     assert!(a < f && f < c, "ids grow in publish order");
     s.sync().unwrap();
     drop(s);
@@ -51,7 +51,7 @@ fn messages_come_back_in_order_for_each_queue_with_their_data() {
     assert!(rec.damage.is_empty());
     // Ids are never reused after a restart.
     let mut s = s;
-    assert!(s.publish(&[1], b"next").unwrap() > c);
+    assert!(put(&mut s, &[1], b"next").unwrap() > c);
 }
 
 #[test]
@@ -60,7 +60,7 @@ fn a_message_for_many_queues_is_written_once() {
     let (mut s, _) = open(&b, 1 << 20);
     let body = vec![7u8; 10_000];
     let before = s.stats().disk_bytes;
-    s.publish(&(1..=10).collect::<Vec<u64>>(), &body).unwrap();
+    put(&mut s, &(1..=10).collect::<Vec<u64>>(), &body).unwrap();
     let grew = s.stats().disk_bytes - before;
     assert!(
         grew < 10_000 + 200,
@@ -73,8 +73,8 @@ fn a_message_for_many_queues_is_written_once() {
 fn acks_retire_references_one_queue_at_a_time() {
     let b: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     let (mut s, _) = open(&b, 1 << 20);
-    let m = s.publish(&[1, 2], b"both").unwrap();
-    let n = s.publish(&[1], b"one").unwrap();
+    let m = put(&mut s, &[1, 2], b"both").unwrap();
+    let n = put(&mut s, &[1], b"one").unwrap();
     s.ack(1, m).unwrap();
     s.sync().unwrap();
     assert!(s.contains(m), "queue 2 still holds it");
@@ -94,8 +94,8 @@ fn acks_retire_references_one_queue_at_a_time() {
 fn references_to_unknown_queues_are_dropped_at_recovery() {
     let b: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     let (mut s, _) = open(&b, 1 << 20);
-    let m = s.publish(&[1, 9], b"x").unwrap();
-    s.publish(&[9], b"y").unwrap();
+    let m = put(&mut s, &[1, 9], b"x").unwrap();
+    put(&mut s, &[9], b"y").unwrap();
     s.sync().unwrap();
     drop(s);
     let (s, rec) = MessageStore::open(b, opts(1 << 20), |q| q != 9).unwrap();
@@ -109,7 +109,7 @@ fn sealed_segments_are_recovered_from_their_summaries_and_a_bad_summary_is_scann
     let (mut s, _) = open(&b, 4096);
     let mut expected = Vec::new();
     for i in 0..100u32 {
-        expected.push(s.publish(&[1], &i.to_le_bytes().repeat(50)).unwrap());
+        expected.push(put(&mut s, &[1], &i.to_le_bytes().repeat(50)).unwrap());
     }
     s.sync().unwrap();
     let segments = s.stats().segments;
@@ -146,7 +146,9 @@ fn disk_use_follows_the_live_data() {
     let b: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     let (mut s, _) = open(&b, 8192);
     let body = vec![1u8; 500];
-    let ids: Vec<u64> = (0..200).map(|_| s.publish(&[1], &body).unwrap()).collect();
+    let ids: Vec<u64> = (0..200)
+        .map(|_| put(&mut s, &[1], &body).unwrap())
+        .collect();
     s.sync().unwrap();
     let full = s.stats().disk_bytes;
     assert!(full > 100_000);
@@ -161,7 +163,9 @@ fn disk_use_follows_the_live_data() {
         "after the drain: {drained:?}"
     );
     // Keep one message in ten: compaction moves the survivors and frees the rest.
-    let ids: Vec<u64> = (0..200).map(|_| s.publish(&[1], &body).unwrap()).collect();
+    let ids: Vec<u64> = (0..200)
+        .map(|_| put(&mut s, &[1], &body).unwrap())
+        .collect();
     let keep: Vec<u64> = ids.iter().copied().step_by(10).collect();
     for id in ids.iter().filter(|i| !keep.contains(i)) {
         s.ack(1, *id).unwrap();
@@ -190,9 +194,9 @@ fn disk_use_follows_the_live_data() {
 fn a_partly_acked_fanout_message_is_moved_with_only_the_queues_that_hold_it() {
     let b: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     let (mut s, _) = open(&b, 4096);
-    let m = s.publish(&[1, 2], &[5u8; 300]).unwrap();
+    let m = put(&mut s, &[1, 2], &[5u8; 300]).unwrap();
     let filler: Vec<u64> = (0..40)
-        .map(|_| s.publish(&[3], &[0u8; 300]).unwrap())
+        .map(|_| put(&mut s, &[3], &[0u8; 300]).unwrap())
         .collect();
     s.ack(1, m).unwrap();
     for id in filler {
@@ -210,16 +214,16 @@ fn a_failed_sync_stops_the_store_and_confirms_nothing() {
     let crash = CrashBackend::new();
     let b: Arc<dyn Backend> = Arc::new(crash.clone());
     let (mut s, _) = open(&b, 1 << 20);
-    s.publish(&[1], b"a").unwrap();
+    put(&mut s, &[1], b"a").unwrap();
     s.sync().unwrap();
-    s.publish(&[1], b"b").unwrap();
+    put(&mut s, &[1], b"b").unwrap();
     crash.inject(Fault::Sync);
     let ticket = s.begin_sync().unwrap().expect("something to sync");
     let err = ticket.run().expect_err("the sync fails");
     s.fail(&err);
     assert!(s.failure().is_some());
     assert!(matches!(
-        s.publish(&[1], b"c"),
+        put(&mut s, &[1], b"c"),
         Err(StoreError::Poisoned(_))
     ));
     assert!(matches!(s.sync(), Err(StoreError::Poisoned(_))));
@@ -266,7 +270,8 @@ proptest! {
         for op in ops {
             match op {
                 Op::Publish(queues) => {
-                    let id = s.publish(&queues, &id_body(s.stats().messages)).unwrap();
+                    let body = id_body(s.stats().messages);
+                    let id = put(&mut s, &queues, &body).unwrap();
                     for q in queues {
                         live.insert((q, id));
                         all.insert((q, id));
@@ -309,4 +314,9 @@ proptest! {
 
 fn id_body(n: u64) -> Vec<u8> {
     n.to_le_bytes().repeat(20)
+}
+
+/// Publishes with the data's length as the size recovery gives back.
+fn put(s: &mut MessageStore, queues: &[u64], data: &[u8]) -> Result<u64, StoreError> {
+    s.publish(queues, data, data.len() as u32)
 }
