@@ -164,6 +164,8 @@ struct Ctx {
     /// `store_queues` (the store numbers of its durable queues).
     to_store: Vec<(Arc<Message>, std::ops::Range<usize>)>,
     store_queues: Vec<u64>,
+    /// A staged message waits for a sync (it is persistent in a durable queue).
+    sync_needed: bool,
     /// A `tx.commit` whose messages await the store's sync: its channel, and the last message
     /// id it wrote. Nothing more is read until it is answered.
     commit_pending: Option<(u16, u64)>,
@@ -259,6 +261,7 @@ where
             batch: Vec::new(),
             to_store: Vec::new(),
             store_queues: Vec::new(),
+            sync_needed: false,
             commit_pending: None,
             blocked: false,
             throttled: None,
@@ -1412,9 +1415,7 @@ fn settle_by_queue(items: &mut Vec<(Delivery, Outcome)>) {
             }
             next = iter.next_if(|(d, _)| Arc::ptr_eq(&d.queue, &cell));
         }
-        if let (false, Some((_, durable))) = (gone.is_empty(), &cell.store) {
-            durable.ack(&gone);
-        }
+        cell.drop_refs(&gone);
         if !s.deleted {
             cell.deliver(&mut s);
         }
@@ -1698,6 +1699,7 @@ impl Ctx {
         if end > start {
             self.to_store.push((message.clone(), start..end));
         }
+        self.sync_needed |= durable;
         for q in queues {
             let r = q.ref_for(message.persistent);
             let has_ref = self
@@ -1717,7 +1719,10 @@ impl Ctx {
         }
         if let Some(d) = &self.shared.durable {
             d.write(&self.to_store, &self.store_queues);
-            d.wait_sync(&self.outbox);
+            // Only persistent messages wait for a sync; paged-out ones need none.
+            if std::mem::take(&mut self.sync_needed) {
+                d.wait_sync(&self.outbox);
+            }
         }
         self.to_store.clear();
         self.store_queues.clear();

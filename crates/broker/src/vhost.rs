@@ -317,12 +317,19 @@ impl QueueCell {
 
     /// Tells the store that these messages left this queue for good.
     pub(crate) fn forget<'a>(&self, messages: impl IntoIterator<Item = &'a Message>) {
-        if let Some((_, durable)) = &self.store {
+        if self.paging.is_some() {
             let acks: Vec<(u64, u64)> = messages
                 .into_iter()
                 .filter_map(|m| self.stored_ref(m))
                 .collect();
-            durable.ack(&acks);
+            self.drop_refs(&acks);
+        }
+    }
+
+    /// Drops store references `(queue reference, message id)` of this queue's messages.
+    pub(crate) fn drop_refs(&self, refs: &[(u64, u64)]) {
+        if let (false, Some(d)) = (refs.is_empty(), &self.paging) {
+            d.ack(refs);
         }
     }
 

@@ -8,9 +8,12 @@
 mod common;
 mod connection;
 mod consume;
+mod definitions;
+mod durability;
 mod exchanges;
 mod fuzz;
 mod handle;
+mod paging;
 mod permissions;
 mod publish;
 mod queues;
