@@ -12,6 +12,7 @@
 //! log_level = "info"                 # or a tracing filter, e.g. "warren_broker=debug"
 //! memory_high_watermark = "0.4"      # a fraction of RAM, or "512MiB", "2GB", a byte count
 //! max_connections = 10000            # default: the open-files limit, less a reserve
+//! load_definitions = "./definitions.json"   # RabbitMQ JSON definitions imported at start
 //!
 //! [[users]]
 //! name = "app"
@@ -29,6 +30,17 @@
 //! write = ".*"
 //! read = ".*"
 //! ```
+//!
+//! Definitions exported from RabbitMQ (`rabbitmqctl export_definitions`, or the management
+//! API's `/api/definitions`) load at start with `--import-definitions FILE` (or
+//! `load_definitions = "FILE"` in the configuration file, as RabbitMQ's `load_definitions`),
+//! after the data directory is recovered and before clients are accepted: users, virtual
+//! hosts, permissions, policies, queues, exchanges and bindings, as RabbitMQ imports them
+//! (existing ones are left or replaced as RabbitMQ does; what Warren does not support is
+//! logged and ignored). A malformed file stops the server before it changes anything.
+//! Exporting is `BrokerHandle::export_definitions`, for embedders and tools; the server has
+//! no flag to export a data directory offline, since nothing keeps a running server off the
+//! same directory meanwhile.
 //!
 //! With no users configured it has RabbitMQ's default: `guest`/`guest`, from loopback only,
 //! with full rights on `/`. It raises its open-files limit to the hard limit at start, and at
@@ -71,6 +83,9 @@ struct Args {
     /// Connections served at once (default: open-files limit less a reserve).
     #[arg(long)]
     max_connections: Option<usize>,
+    /// A definitions file in RabbitMQ's JSON format to import at start.
+    #[arg(long, value_name = "FILE")]
+    import_definitions: Option<PathBuf>,
 }
 
 /// The configuration file.
@@ -83,6 +98,8 @@ struct FileConfig {
     log_level: Option<String>,
     memory_high_watermark: Option<Watermark>,
     max_connections: Option<usize>,
+    /// A definitions file to import at start (`--import-definitions` wins).
+    load_definitions: Option<PathBuf>,
     #[serde(default)]
     users: Vec<UserConfig>,
     #[serde(default)]
@@ -297,7 +314,16 @@ async fn run(args: Args, file: FileConfig) -> Result<(), String> {
     for p in &file.permissions {
         b = b.permissions(&p.user, &p.vhost, &p.configure, &p.write, &p.read);
     }
-    let broker = b.start().await.map_err(|e| e.to_string())?;
+    let definitions = args.import_definitions.or(file.load_definitions);
+    if let Some(path) = &definitions {
+        let json = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        b = b.load_definitions(json);
+    }
+    let broker = b.start().await.map_err(|e| match (&e, &definitions) {
+        (warren_broker::Error::Definitions(_), Some(path)) => format!("{}: {e}", path.display()),
+        _ => e.to_string(),
+    })?;
     tracing::info!(
         data_dir = %data_dir.display(),
         open_files,

@@ -47,6 +47,10 @@ pub enum Error {
     /// The data directory could not be opened or recovered.
     #[error(transparent)]
     Durable(#[from] DurableError),
+    /// A definitions file that cannot be imported: the entry and what is wrong with it, e.g.
+    /// `queues[3]: PRECONDITION_FAILED - invalid arg 'x-max-length' for queue 'q' ...`.
+    #[error("definitions: {0}")]
+    Definitions(String),
 }
 
 /// Global counters, readable through [`BrokerHandle::counters`].
@@ -101,6 +105,8 @@ pub(crate) struct Shared {
     pub(crate) reply_to: Mutex<HashMap<Vec<u8>, connection::ReplyTarget>>,
     /// The durable state, with a data directory.
     pub(crate) durable: Option<Arc<Durable>>,
+    /// Policies, as imported from definitions (kept and exported; they do not act yet).
+    pub(crate) policies: Mutex<Vec<crate::definitions::Policy>>,
     seed: u64,
 }
 
@@ -186,6 +192,7 @@ pub struct BrokerBuilder {
     permissions: Vec<(String, String, String, String, String)>,
     plain_passwords: Vec<(String, String)>,
     hashes: Vec<(String, String)>,
+    definitions: Option<String>,
 }
 
 impl BrokerBuilder {
@@ -213,6 +220,7 @@ impl BrokerBuilder {
             permissions: Vec::new(),
             plain_passwords: Vec::new(),
             hashes: Vec::new(),
+            definitions: None,
         }
     }
 
@@ -248,6 +256,16 @@ impl BrokerBuilder {
             },
             false,
         ));
+        self
+    }
+
+    /// Imports definitions in RabbitMQ's JSON format at start, after the data directory is
+    /// recovered and before any listener accepts a connection, as RabbitMQ's
+    /// `load_definitions` does (see [`BrokerHandle::import_definitions`]; its notes are
+    /// logged as warnings). A malformed file fails [`BrokerBuilder::start`] with nothing
+    /// changed.
+    pub fn load_definitions(mut self, json: impl Into<String>) -> Self {
+        self.definitions = Some(json.into());
         self
     }
 
@@ -446,6 +464,7 @@ impl BrokerBuilder {
             alarm: watch::channel(false).0,
             reply_to: Mutex::new(HashMap::new()),
             durable: durable.clone(),
+            policies: Mutex::new(stored.policies.clone()),
             seed: crate::random_u64(),
         });
         shared.persist(&changes);
@@ -454,6 +473,32 @@ impl BrokerBuilder {
         }
         if let Some(d) = &durable {
             restore_topology(&shared, d, &stored, &mut recovered);
+        }
+        if let Some(json) = &self.definitions {
+            let handle = BrokerHandle {
+                shared: shared.clone(),
+            };
+            match handle.import_definitions(json) {
+                Ok(report) => {
+                    for note in &report.notes {
+                        tracing::warn!("definitions: {note}");
+                    }
+                    tracing::info!(
+                        users = report.users,
+                        vhosts = report.vhosts,
+                        queues = report.queues,
+                        exchanges = report.exchanges,
+                        bindings = report.bindings,
+                        "definitions imported"
+                    );
+                }
+                Err(e) => {
+                    if let Some(d) = &durable {
+                        d.close();
+                    }
+                    return Err(e);
+                }
+            }
         }
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -585,7 +630,7 @@ fn restore_topology(
             let mut s = cell.lock();
             for m in messages {
                 let e = Spilled {
-                    id: m.id,
+                    at: m.at,
                     len: m.len,
                     redelivered: true,
                     transient: false,

@@ -35,6 +35,7 @@ use warren_queue::channel::{self, ChannelCredit, Mode, Pending, REPLY_TO, Unacke
 use warren_queue::declare::{self, QueueDecl};
 use warren_queue::{ConsumeError, ConsumerId, ConsumerSpec, Entry, Outcome, Settlement};
 use warren_routing::{BindingSpec, DestinationName, ExchangeSpec, Routed, strip_bcc, strip_cr_lf};
+use warren_store::MessageRef;
 
 /// Octets of output past which the connection stops taking deliveries from its outbox.
 const WRITE_HIGH: usize = 256 * 1024;
@@ -1395,7 +1396,7 @@ fn settle_by_queue(items: &mut Vec<(Delivery, Outcome)>) {
         let cell = first.queue.clone();
         let mut s = cell.lock();
         let mut next = Some((first, outcome));
-        let mut gone: Vec<(u64, u64)> = Vec::new();
+        let mut gone: Vec<(u64, MessageRef)> = Vec::new();
         while let Some((d, outcome)) = next.take() {
             // Gone for good from a durable queue: the store drops its reference.
             if s.deleted || outcome != Outcome::Requeue {

@@ -21,7 +21,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 use warren_amqp_codec::{FieldTable, FieldValue, LongStr, ShortStr};
 use warren_routing::{BindingSpec, DestinationName, ExchangeSpec};
-use warren_store::{Backend, Change, MessageStore, MessageStoreOptions, MetaStore, StoreError};
+use warren_store::{
+    Backend, Change, MessageRef, MessageStore, MessageStoreOptions, MetaStore, StoreError,
+};
 
 const VALUE_VERSION: u8 = 1;
 const TAG_VHOST: u8 = b'v';
@@ -31,8 +33,12 @@ const TAG_EXCHANGE: u8 = b'x';
 const TAG_QUEUE: u8 = b'q';
 const TAG_BINDING: u8 = b'b';
 const TAG_COUNTER: u8 = b'c';
+/// Policies (pOlicy: `p` is taken).
+const TAG_POLICY: u8 = b'o';
 /// How long the sync thread waits for work before it compacts.
 const IDLE: Duration = Duration::from_millis(200);
+/// Under load, a compaction step at least this often.
+const COMPACT_EVERY: Duration = Duration::from_secs(1);
 
 /// A key: its tag, then each part with a 16-bit length. A key made of the first parts of
 /// another is a prefix of it, so scans by vhost (or by source exchange) are prefix scans.
@@ -112,6 +118,7 @@ pub(crate) struct Definitions {
     pub(crate) exchanges: Vec<(String, ExchangeSpec)>,
     pub(crate) queues: Vec<StoredQueue>,
     pub(crate) bindings: Vec<(String, BindingSpec)>,
+    pub(crate) policies: Vec<crate::definitions::Policy>,
 }
 
 impl Definitions {
@@ -205,6 +212,18 @@ pub(crate) mod record {
 
     pub(crate) fn binding_deleted(vhost: &str, spec: &BindingSpec) -> Change {
         Change::Delete(binding_key(vhost, spec))
+    }
+
+    pub(crate) fn policy(p: &crate::definitions::Policy) -> Change {
+        let mut t = FieldTable::new();
+        t.insert("pattern", text(&p.pattern));
+        t.insert("apply_to", text(&p.apply_to));
+        t.insert("priority", FieldValue::I64(p.priority));
+        t.insert("definition", text(&p.definition));
+        Change::Put(
+            key(TAG_POLICY, &[p.vhost.as_bytes(), p.name.as_bytes()]),
+            value(&t),
+        )
     }
 }
 
@@ -380,7 +399,7 @@ impl Durable {
     pub(crate) fn vhost_deleted(&self, vhost: &str) -> Vec<Change> {
         let meta = lock(&self.meta);
         let mut out = vec![Change::Delete(key(TAG_VHOST, &[vhost.as_bytes()]))];
-        for tag in [TAG_EXCHANGE, TAG_QUEUE, TAG_BINDING] {
+        for tag in [TAG_EXCHANGE, TAG_QUEUE, TAG_BINDING, TAG_POLICY] {
             let prefix = key(tag, &[vhost.as_bytes()]);
             out.extend(meta.scan(&prefix).map(|(k, _)| Change::Delete(k.to_vec())));
         }
@@ -475,7 +494,7 @@ impl Durable {
             buf.clear();
             m.encode_stored(&mut buf);
             match store.publish(qs, &buf, m.body.len() as u32) {
-                Ok(id) => m.set_stored(id),
+                Ok(at) => m.set_stored(at),
                 Err(e) => {
                     drop(store);
                     self.fail(&e);
@@ -487,7 +506,7 @@ impl Durable {
 
     /// Writes one message for one queue reference, at once (a queue that started paging
     /// while the message was on its way); its id, or `None` if the store failed.
-    pub(crate) fn write_one(&self, queue_ref: u64, m: &Message) -> Option<u64> {
+    pub(crate) fn write_one(&self, queue_ref: u64, m: &Message) -> Option<MessageRef> {
         if self.failure().is_some() {
             return None;
         }
@@ -495,7 +514,7 @@ impl Durable {
         m.encode_stored(&mut buf);
         let r = lock(&self.store).publish(&[queue_ref], &buf, m.body.len() as u32);
         match r {
-            Ok(id) => Some(id),
+            Ok(at) => Some(at),
             Err(e) => {
                 self.fail(&e);
                 None
@@ -504,11 +523,16 @@ impl Durable {
     }
 
     /// Reads a message back (paging); `None` (logged) if it cannot be read.
-    pub(crate) fn read_message(&self, id: u64, gauge: &Arc<MemoryGauge>) -> Option<Arc<Message>> {
-        let data = lock(&self.store).read(id);
+    pub(crate) fn read_message(
+        &self,
+        at: &MessageRef,
+        gauge: &Arc<MemoryGauge>,
+    ) -> Option<Arc<Message>> {
+        let id = at.id;
+        let data = lock(&self.store).read(at);
         match data {
             Ok(d) => {
-                let m = Message::from_stored(&d, id, gauge);
+                let m = Message::from_stored(&d, *at, gauge);
                 if m.is_none() {
                     tracing::error!(message = id, "a stored message is malformed: skipped");
                 }
@@ -536,14 +560,14 @@ impl Durable {
         &self.backend
     }
 
-    /// Drops queues' references to messages: `(queue number, message id)`.
-    pub(crate) fn ack(&self, acks: &[(u64, u64)]) {
+    /// Drops queues' references to messages: `(queue reference, message)`.
+    pub(crate) fn ack(&self, acks: &[(u64, MessageRef)]) {
         if acks.is_empty() || self.failure().is_some() {
             return;
         }
         let mut store = lock(&self.store);
-        for (q, id) in acks {
-            if let Err(e) = store.ack(*q, *id) {
+        for (q, at) in acks {
+            if let Err(e) = store.ack(*q, at) {
                 drop(store);
                 self.fail(&e);
                 return;
@@ -585,6 +609,7 @@ impl Durable {
     }
 
     fn sync_loop(self: Arc<Self>) {
+        let mut compacted = std::time::Instant::now();
         loop {
             let (wanted, stop) = {
                 let mut s = lock(&self.signal);
@@ -608,8 +633,11 @@ impl Durable {
             }
             if wanted || stop {
                 self.sync_now();
-            } else {
-                // Idle: give disk space back, one step at a time.
+            }
+            // Give disk space back, one step at a time: when idle, and at least every
+            // second under load (a busy store must not grow without bound).
+            if !stop && (!wanted || compacted.elapsed() >= COMPACT_EVERY) {
+                compacted = std::time::Instant::now();
                 let r = lock(&self.store).compact();
                 if let Err(e) = r {
                     self.fail(&e);
@@ -739,6 +767,14 @@ fn read_definitions(meta: &MetaStore) -> Definitions {
                 Some(b) => d.bindings.push(b),
                 None => tracing::error!("a stored binding is malformed: skipped"),
             },
+            TAG_POLICY => d.policies.push(crate::definitions::Policy {
+                vhost: s(0),
+                name: s(1),
+                pattern: get_text(&t, "pattern"),
+                apply_to: get_text(&t, "apply_to"),
+                priority: t.get("priority").and_then(FieldValue::as_i64).unwrap_or(0),
+                definition: get_text(&t, "definition"),
+            }),
             _ => {}
         }
     }

@@ -363,13 +363,17 @@ impl BrokerHandle {
 
     /// Adds (or replaces) a user with a password.
     pub fn add_user(&self, name: &str, password: &str, tags: &[&str]) {
-        let user = User {
+        self.put_user(User {
             name: name.to_string(),
             password_hash: Some(PasswordHash::new(password)),
             tags: tags.iter().map(|t| t.to_string()).collect(),
-        };
+        });
+    }
+
+    /// Adds or replaces a user, keeping whether its name is loopback-only.
+    pub(crate) fn put_user(&self, user: User) {
         let mut users = self.users();
-        let loopback = users.loopback_only.iter().any(|u| u == name);
+        let loopback = users.loopback_only.contains(&user.name);
         self.shared
             .persist(&[crate::durable::record::user(&user, loopback)]);
         users.add(user);
@@ -454,6 +458,11 @@ impl BrokerHandle {
             let _ = d.apply(&d.vhost_deleted(name));
         }
         self.users().clear_vhost(name);
+        self.shared
+            .policies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| p.vhost != name);
         for c in self.connections().into_iter().filter(|c| c.vhost == name) {
             self.close_connection(c.id, "vhost deleted");
         }

@@ -29,6 +29,7 @@
 mod auth;
 mod broker;
 mod connection;
+mod definitions;
 mod durable;
 mod handle;
 mod message;
@@ -38,6 +39,7 @@ mod vhost;
 
 pub use auth::{PasswordHash, Permissions};
 pub use broker::{Broker, BrokerBuilder, Error};
+pub use definitions::ImportReport;
 pub use durable::DurableError;
 pub use handle::{
     BindingInfo, BrokerHandle, ChannelInfo, ConnectionInfo, Counters, ExchangeInfo, QueueInfo,

@@ -2,9 +2,11 @@
 
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use warren_amqp_codec::{BasicProperties, ShortStr};
 use warren_queue::Payload;
+use warren_store::MessageRef;
 
 /// Bodies up to this size are copied out of the read buffer they arrived in, so that a
 /// message kept in a queue does not pin the whole (larger) block it was read into and the
@@ -40,8 +42,8 @@ pub(crate) struct Message {
     pub(crate) body: Bytes,
     /// Delivery mode 2: kept across restarts when it reaches a durable queue.
     pub(crate) persistent: bool,
-    /// Its id in the message store once written there (0: not stored).
-    stored: AtomicU64,
+    /// Where it is in the message store, once written there.
+    stored: OnceLock<MessageRef>,
     /// For a message read back from a queue's spill: the reference under which that queue
     /// holds it in the store (0: none).
     read_for: AtomicU64,
@@ -84,7 +86,7 @@ impl Message {
             properties: head.slice(r..props_end),
             body,
             persistent: properties.delivery_mode == Some(2),
-            stored: AtomicU64::new(0),
+            stored: OnceLock::new(),
             read_for: AtomicU64::new(0),
             weight,
             gauge: gauge.clone(),
@@ -93,11 +95,16 @@ impl Message {
 
     /// Its id in the message store (0: not stored).
     pub(crate) fn stored_id(&self) -> u64 {
-        self.stored.load(Ordering::Acquire)
+        self.stored.get().map_or(0, |r| r.id)
     }
 
-    pub(crate) fn set_stored(&self, id: u64) {
-        self.stored.store(id, Ordering::Release);
+    /// Where it is in the message store, if written there.
+    pub(crate) fn stored(&self) -> Option<MessageRef> {
+        self.stored.get().copied()
+    }
+
+    pub(crate) fn set_stored(&self, at: MessageRef) {
+        let _ = self.stored.set(at);
     }
 
     /// The queue reference this message was read back for (0: none).
@@ -124,7 +131,11 @@ impl Message {
     }
 
     /// A message read back from the store; `None` if the octets are not a stored message.
-    pub(crate) fn from_stored(data: &[u8], id: u64, gauge: &Arc<MemoryGauge>) -> Option<Arc<Self>> {
+    pub(crate) fn from_stored(
+        data: &[u8],
+        at: MessageRef,
+        gauge: &Arc<MemoryGauge>,
+    ) -> Option<Arc<Self>> {
         let (&version, rest) = data.split_first()?;
         if version != 1 {
             return None;
@@ -148,7 +159,7 @@ impl Message {
             Bytes::copy_from_slice(body),
             gauge,
         );
-        m.set_stored(id);
+        m.set_stored(at);
         Some(m)
     }
 }

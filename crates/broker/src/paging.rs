@@ -11,18 +11,20 @@
 //! from the message store, into fresh spills).
 //!
 //! ```text
-//! entry := id:u64 len:u32 flags:u32   (16 octets; flags bit 0: redelivered, 1: transient ref)
+//! entry := id:u64 segment:u64 offset:u64 record:u32 len:u32 flags:u32 reserved:u32
+//!          (40 octets: where the message is in the store, its body size; flags bit 0:
+//!          redelivered, bit 1: held under the queue's transient reference)
 //! ```
 
 use std::sync::Arc;
-use warren_store::{Backend, BackendFile};
+use warren_store::{Backend, BackendFile, MessageRef};
 
 /// The top bit marks a queue reference that recovery drops: a transient message (or a
 /// message of a non-durable queue) written only to be paged out.
 pub(crate) const TRANSIENT_REF: u64 = 1 << 63;
 /// File name prefix of the spill files.
 pub(crate) const SPILL_PREFIX: &str = "spill";
-const ENTRY: usize = 16;
+const ENTRY: usize = 40;
 /// Entries buffered before they are written.
 const WRITE_BATCH: usize = 4096;
 /// The head is refilled when fewer messages than this are ready in memory...
@@ -35,7 +37,9 @@ pub(crate) const HEAD_MIN: u64 = 2048;
 /// One spilled message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Spilled {
-    pub(crate) id: u64,
+    /// Where it is in the store.
+    pub(crate) at: MessageRef,
+    /// Its body's size.
     pub(crate) len: u32,
     pub(crate) redelivered: bool,
     /// Written under the queue's transient reference (not a durable one).
@@ -78,10 +82,14 @@ impl Spill {
         name: &str,
         m: Spilled,
     ) -> std::io::Result<()> {
-        self.buffer.extend_from_slice(&m.id.to_le_bytes());
+        self.buffer.extend_from_slice(&m.at.id.to_le_bytes());
+        self.buffer.extend_from_slice(&m.at.segment.to_le_bytes());
+        self.buffer.extend_from_slice(&m.at.offset.to_le_bytes());
+        self.buffer.extend_from_slice(&m.at.record.to_le_bytes());
         self.buffer.extend_from_slice(&m.len.to_le_bytes());
         let flags = u32::from(m.redelivered) | (u32::from(m.transient) << 1);
         self.buffer.extend_from_slice(&flags.to_le_bytes());
+        self.buffer.extend_from_slice(&0u32.to_le_bytes());
         self.count += 1;
         self.bytes += u64::from(m.len);
         if self.buffer.len() >= WRITE_BATCH * ENTRY {
@@ -175,10 +183,19 @@ impl Spill {
 }
 
 fn parse(e: &[u8]) -> Option<Spilled> {
-    let flags = u32::from_le_bytes(e.get(12..16)?.try_into().ok()?);
+    let u64_at =
+        |i: usize| -> Option<u64> { Some(u64::from_le_bytes(e.get(i..i + 8)?.try_into().ok()?)) };
+    let u32_at =
+        |i: usize| -> Option<u32> { Some(u32::from_le_bytes(e.get(i..i + 4)?.try_into().ok()?)) };
+    let flags = u32_at(32)?;
     Some(Spilled {
-        id: u64::from_le_bytes(e.get(0..8)?.try_into().ok()?),
-        len: u32::from_le_bytes(e.get(8..12)?.try_into().ok()?),
+        at: MessageRef {
+            id: u64_at(0)?,
+            segment: u64_at(8)?,
+            offset: u64_at(16)?,
+            record: u32_at(24)?,
+        },
+        len: u32_at(28)?,
         redelivered: flags & 1 == 1,
         transient: flags & 2 == 2,
     })
@@ -204,7 +221,12 @@ mod tests {
                 &b,
                 "spill/1.spl",
                 Spilled {
-                    id,
+                    at: MessageRef {
+                        id,
+                        segment: id / 7,
+                        offset: id * 3,
+                        record: 99,
+                    },
                     len: 3,
                     redelivered: id % 2 == 0,
                     transient: id % 3 == 0,
@@ -218,18 +240,23 @@ mod tests {
             got.extend(s.pop(1000).unwrap());
         }
         assert_eq!(got.len() as u64, n);
-        assert!(got.iter().enumerate().all(|(i, m)| m.id == i as u64
+        assert!(got.iter().enumerate().all(|(i, m)| m.at.id == i as u64
+            && m.at.segment == i as u64 / 7
+            && m.at.offset == i as u64 * 3
             && m.redelivered == (i % 2 == 0)
             && m.transient == (i % 3 == 0)));
         // Reused after it emptied.
         let one = Spilled {
-            id: 9,
+            at: MessageRef {
+                id: 9,
+                ..MessageRef::default()
+            },
             len: 1,
             redelivered: false,
             transient: true,
         };
         s.push(&b, "spill/1.spl", one).unwrap();
-        assert_eq!(s.drain().unwrap()[0].id, 9);
+        assert_eq!(s.drain().unwrap()[0].at.id, 9);
         assert_eq!(s.bytes(), 0);
     }
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use warren_amqp_codec::{FieldTable, ShortStr};
 use warren_queue::{Queue, QueueConfig, QueueStats};
 use warren_routing::{QueueId, Topology};
+use warren_store::MessageRef;
 
 /// Counters of one queue, as the handle reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -181,17 +182,14 @@ impl QueueCell {
 
     /// The store reference a message leaving this queue for good drops: `(queue, message)`
     /// for a persistent message of a durable queue, or a message read back from the spill.
-    pub(crate) fn stored_ref(&self, message: &Message) -> Option<(u64, u64)> {
-        let id = message.stored_id();
-        if id == 0 {
-            return None;
-        }
+    pub(crate) fn stored_ref(&self, message: &Message) -> Option<(u64, MessageRef)> {
+        let at = message.stored()?;
         let read_for = message.read_for();
         if read_for != 0 {
-            return (read_for == self.ref_for(message.persistent)).then_some((read_for, id));
+            return (read_for == self.ref_for(message.persistent)).then_some((read_for, at));
         }
         match &self.store {
-            Some((q, _)) if message.persistent => Some((*q, id)),
+            Some((q, _)) if message.persistent => Some((*q, at)),
             _ => None,
         }
     }
@@ -208,10 +206,8 @@ impl QueueCell {
     /// Drops this queue's transient reference to a message written to be paged out that
     /// stayed in memory after all.
     pub(crate) fn drop_transient_ref(&self, m: &Message) {
-        if let (Some(d), id) = (&self.paging, m.stored_id()) {
-            if id != 0 {
-                d.ack(&[(self.transient_ref, id)]);
-            }
+        if let (Some(d), Some(at)) = (&self.paging, m.stored()) {
+            d.ack(&[(self.transient_ref, at)]);
         }
     }
 
@@ -231,28 +227,28 @@ impl QueueCell {
             return false;
         };
         let queue_ref = self.ref_for(m.persistent);
-        let id = match m.stored_id() {
-            id if has_ref && id != 0 => id,
+        let at = match m.stored() {
+            Some(at) if has_ref => at,
             _ => match d.write_one(self.transient_ref, m) {
-                Some(id) => {
-                    return self.push_spill(state, d, id, m, true);
+                Some(at) => {
+                    return self.push_spill(state, d, at, m, true);
                 }
                 None => return false,
             },
         };
-        self.push_spill(state, d, id, m, queue_ref == self.transient_ref)
+        self.push_spill(state, d, at, m, queue_ref == self.transient_ref)
     }
 
     fn push_spill(
         &self,
         state: &mut QueueState,
         d: &Arc<Durable>,
-        id: u64,
+        at: MessageRef,
         m: &Message,
         transient: bool,
     ) -> bool {
         let entry = Spilled {
-            id,
+            at,
             len: m.body.len() as u32,
             redelivered: false,
             transient,
@@ -297,7 +293,7 @@ impl QueueCell {
             } else {
                 self.ref_for(true)
             };
-            match d.read_message(e.id, &gauge) {
+            match d.read_message(&e.at, &gauge) {
                 Some(m) => {
                     m.set_read_for(queue_ref);
                     if e.redelivered {
@@ -307,7 +303,7 @@ impl QueueCell {
                     }
                 }
                 // Logged by the store; the reference goes so that the space is freed.
-                None => d.ack(&[(queue_ref, e.id)]),
+                None => d.ack(&[(queue_ref, e.at)]),
             }
         }
         if state.spill.is_empty() {
@@ -318,7 +314,7 @@ impl QueueCell {
     /// Tells the store that these messages left this queue for good.
     pub(crate) fn forget<'a>(&self, messages: impl IntoIterator<Item = &'a Message>) {
         if self.paging.is_some() {
-            let acks: Vec<(u64, u64)> = messages
+            let acks: Vec<(u64, MessageRef)> = messages
                 .into_iter()
                 .filter_map(|m| self.stored_ref(m))
                 .collect();
@@ -327,7 +323,7 @@ impl QueueCell {
     }
 
     /// Drops store references `(queue reference, message id)` of this queue's messages.
-    pub(crate) fn drop_refs(&self, refs: &[(u64, u64)]) {
+    pub(crate) fn drop_refs(&self, refs: &[(u64, MessageRef)]) {
         if let (false, Some(d)) = (refs.is_empty(), &self.paging) {
             d.ack(refs);
         }
@@ -347,7 +343,7 @@ impl QueueCell {
             match state.spill.drain() {
                 Ok(spilled) => {
                     n += spilled.len() as u64;
-                    let acks: Vec<(u64, u64)> = spilled
+                    let acks: Vec<(u64, MessageRef)> = spilled
                         .iter()
                         .map(|e| {
                             let r = if e.transient {
@@ -355,7 +351,7 @@ impl QueueCell {
                             } else {
                                 self.ref_for(true)
                             };
-                            (r, e.id)
+                            (r, e.at)
                         })
                         .collect();
                     d.ack(&acks);

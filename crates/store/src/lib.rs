@@ -39,6 +39,7 @@ pub use backend::{Backend, BackendFile, CrashBackend, Fault, FileBackend, Memory
 pub use log::SyncJob;
 pub use log::{Damage, Log, LogOptions, Position, Record, Recovery, StoreError};
 pub use messages::{
-    MessageStore, MessageStoreOptions, MessageStoreStats, Recovered, StoredMessage, SyncTicket,
+    MessageRef, MessageStore, MessageStoreOptions, MessageStoreStats, Recovered, StoredMessage,
+    SyncTicket,
 };
 pub use meta::{Change, MetaStore};

@@ -63,11 +63,35 @@ impl Default for MessageStoreOptions {
     }
 }
 
-/// A message as recovered: its id and the size its owner gave it.
+/// Where a message is: what its owner keeps to read it back and to ack it. The store keeps no
+/// table of its messages: a queue's reference is all it needs (a message moved by compaction
+/// is found through a small table of moved messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct MessageRef {
+    /// The message's id (grows with every publish, never reused).
+    pub id: u64,
+    /// The segment its record was written to.
+    pub segment: u64,
+    /// The record's offset in that segment.
+    pub offset: u64,
+    /// Octets of the record (header included).
+    pub record: u32,
+}
+
+impl MessageRef {
+    fn position(&self) -> Position {
+        Position {
+            segment: self.segment,
+            offset: self.offset,
+        }
+    }
+}
+
+/// A message as recovered: where it is, and the size its owner gave it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredMessage {
-    /// The message's id.
-    pub id: u64,
+    /// Where it is.
+    pub at: MessageRef,
     /// The size given to [`MessageStore::publish`] (the broker: the body's).
     pub len: u32,
 }
@@ -123,26 +147,29 @@ impl SyncTicket {
     }
 }
 
-/// Where a live message is, and how many queues still hold it.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    position: Position,
-    /// Octets of the whole record (header included).
-    size: u32,
-    refs: u32,
-}
-
 #[derive(Debug, Default)]
 struct SegmentInfo {
     /// Live messages whose current record is here.
     live: u64,
     /// Octets of their records.
     live_bytes: u64,
+    /// Messages whose record is here that no queue holds any more (compaction skips them;
+    /// an ack for one of them again is ignored).
+    dead: HashSet<u64>,
     /// References dropped from messages whose record is here while others remain (for
     /// compaction: only the queues that still hold a message are written again).
-    dropped: Vec<(u64, u64)>,
+    dropped: HashSet<(u64, u64)>,
     /// Older segments whose publishes this segment's acks cancel.
     cancels: BTreeSet<u64>,
+}
+
+/// A live message of a segment being compacted, to be written again.
+struct Live {
+    id: u64,
+    len: u32,
+    queues: Vec<u64>,
+    data: Vec<u8>,
+    record: u32,
 }
 
 /// The message store.
@@ -150,7 +177,10 @@ struct SegmentInfo {
 pub struct MessageStore {
     log: Log,
     options: MessageStoreOptions,
-    messages: HashMap<u64, Slot>,
+    /// Remaining references of the live messages that more than one queue holds.
+    shared: HashMap<u64, u32>,
+    /// Where live messages moved by compaction are now, and their record's size.
+    moved: HashMap<u64, (Position, u32)>,
     segments: BTreeMap<u64, SegmentInfo>,
     next_id: u64,
     /// The last id written (covered by the next sync).
@@ -160,7 +190,7 @@ pub struct MessageStore {
     /// The summary of the active segment, built as its records are written.
     summary: Vec<u8>,
     removed: u64,
-    moved: u64,
+    moved_count: u64,
     scratch: Vec<u8>,
 }
 
@@ -373,19 +403,20 @@ impl MessageStore {
         recovered.damage = damage;
         let mut store = Self {
             options,
-            messages: HashMap::new(),
             segments: log
                 .segments()
                 .into_iter()
                 .map(|s| (s, SegmentInfo::default()))
                 .collect(),
             log,
+            shared: HashMap::new(),
+            moved: HashMap::new(),
             next_id: 1,
             written: 0,
             acks: Vec::new(),
             summary: Vec::new(),
             removed: 0,
-            moved: 0,
+            moved_count: 0,
             scratch: Vec::new(),
         };
         recovered.summarized = summarized.len();
@@ -404,7 +435,16 @@ impl MessageStore {
                     size,
                 } => {
                     store.next_id = store.next_id.max(id + 1);
-                    latest.insert(id, (queues, position, size, len));
+                    // An older record of the same message (compaction was cut short) is
+                    // stale: its segment must not copy it again.
+                    if let Some((_, old, _, _)) = latest.insert(id, (queues, position, size, len)) {
+                        store
+                            .segments
+                            .entry(old.segment)
+                            .or_default()
+                            .dead
+                            .insert(id);
+                    }
                 }
                 Seen::Acks(at, acks) => {
                     let info = store.segments.entry(at).or_default();
@@ -419,39 +459,43 @@ impl MessageStore {
                 }
             }
         }
+        let mut live_messages = 0u64;
         for (id, (queues, position, size, len)) in latest {
             let live: Vec<u64> = queues
                 .iter()
                 .copied()
                 .filter(|q| known(*q) && !acked.contains(&(*q, id)))
                 .collect();
+            let info = store.segments.entry(position.segment).or_default();
             if live.is_empty() {
+                info.dead.insert(id);
                 continue;
             }
+            live_messages += 1;
+            let at = MessageRef {
+                id,
+                segment: position.segment,
+                offset: position.offset,
+                record: size,
+            };
             for q in &live {
                 recovered
                     .queues
                     .entry(*q)
                     .or_default()
-                    .push(StoredMessage { id, len });
+                    .push(StoredMessage { at, len });
             }
-            let info = store.segments.entry(position.segment).or_default();
             info.live += 1;
             info.live_bytes += u64::from(size);
             for q in queues.iter().filter(|q| !live.contains(q)) {
-                info.dropped.push((*q, id));
+                info.dropped.insert((*q, id));
             }
-            store.messages.insert(
-                id,
-                Slot {
-                    position,
-                    size,
-                    refs: live.len() as u32,
-                },
-            );
+            if live.len() > 1 {
+                store.shared.insert(id, live.len() as u32);
+            }
         }
         for list in recovered.queues.values_mut() {
-            list.sort_unstable_by_key(|m| m.id);
+            list.sort_unstable_by_key(|m| m.at.id);
         }
         store.written = store.next_id - 1;
         // The active segment gets its summary rebuilt from its records.
@@ -461,7 +505,7 @@ impl MessageStore {
         // latest-record rule above resolved.
         let total: usize = recovered.queues.values().map(Vec::len).sum();
         tracing::info!(
-            messages = store.messages.len(),
+            messages = live_messages,
             references = total,
             segments = store.segments.len(),
             summarized = recovered.summarized,
@@ -491,9 +535,14 @@ impl MessageStore {
         Ok(())
     }
 
-    /// Writes a message for `queues` (durable after the next sync); returns its id.
+    /// Writes a message for `queues` (durable after the next sync); returns where it is.
     /// `size` is the caller's count for it, given back by recovery.
-    pub fn publish(&mut self, queues: &[u64], data: &[u8], size: u32) -> Result<u64, StoreError> {
+    pub fn publish(
+        &mut self,
+        queues: &[u64],
+        data: &[u8],
+        size: u32,
+    ) -> Result<MessageRef, StoreError> {
         self.publish_with_id(None, queues, data, size)
     }
 
@@ -503,7 +552,7 @@ impl MessageStore {
         queues: &[u64],
         data: &[u8],
         size: u32,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<MessageRef, StoreError> {
         let id = id.unwrap_or(self.next_id);
         let mut payload = std::mem::take(&mut self.scratch);
         payload.clear();
@@ -517,23 +566,23 @@ impl MessageStore {
         payload.extend_from_slice(data);
         let result = self.append(KIND_PUBLISH, &payload, head_len);
         self.scratch = payload;
-        let (position, size) = result?;
+        let (position, record) = result?;
         if id >= self.next_id {
             self.next_id = id + 1;
         }
         self.written = self.written.max(id);
         let info = self.segments.entry(position.segment).or_default();
         info.live += 1;
-        info.live_bytes += u64::from(size);
-        self.messages.insert(
+        info.live_bytes += u64::from(record);
+        if queues.len() > 1 {
+            self.shared.insert(id, queues.len() as u32);
+        }
+        Ok(MessageRef {
             id,
-            Slot {
-                position,
-                size,
-                refs: queues.len() as u32,
-            },
-        );
-        Ok(id)
+            segment: position.segment,
+            offset: position.offset,
+            record,
+        })
     }
 
     /// Appends a record, sealing the active segment (with its summary) when it rolls.
@@ -581,24 +630,39 @@ impl MessageStore {
         Ok(())
     }
 
-    /// Drops `queue`'s reference to message `id` (an ack, a purge, a queue deleted). Written
+    /// Drops `queue`'s reference to a message (an ack, a purge, a queue deleted). Written
     /// with the next sync or the next batch of acks; an ack lost in a crash means the message
-    /// is delivered again (marked redelivered), never that a message is lost.
-    pub fn ack(&mut self, queue: u64, id: u64) -> Result<(), StoreError> {
-        let Some(slot) = self.messages.get_mut(&id) else {
+    /// is delivered again (marked redelivered), never that a message is lost. An ack for a
+    /// reference already dropped is ignored.
+    pub fn ack(&mut self, queue: u64, m: &MessageRef) -> Result<(), StoreError> {
+        let (position, record) = self
+            .moved
+            .get(&m.id)
+            .copied()
+            .unwrap_or((m.position(), m.record));
+        let Some(info) = self.segments.get_mut(&position.segment) else {
             return Ok(());
         };
-        let segment = slot.position.segment;
-        slot.refs = slot.refs.saturating_sub(1);
-        let info = self.segments.entry(segment).or_default();
-        if slot.refs == 0 {
-            info.live = info.live.saturating_sub(1);
-            info.live_bytes = info.live_bytes.saturating_sub(u64::from(slot.size));
-            self.messages.remove(&id);
-        } else {
-            info.dropped.push((queue, id));
+        if info.dead.contains(&m.id) || info.dropped.contains(&(queue, m.id)) {
+            return Ok(());
         }
-        self.acks.push((queue, id, segment));
+        let last = match self.shared.get_mut(&m.id) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n == 0
+            }
+            None => true,
+        };
+        if last {
+            self.shared.remove(&m.id);
+            self.moved.remove(&m.id);
+            info.live = info.live.saturating_sub(1);
+            info.live_bytes = info.live_bytes.saturating_sub(u64::from(record));
+            info.dead.insert(m.id);
+        } else {
+            info.dropped.insert((queue, m.id));
+        }
+        self.acks.push((queue, m.id, position.segment));
         if self.acks.len() >= ACK_BATCH {
             self.write_acks()?;
         }
@@ -629,16 +693,17 @@ impl MessageStore {
     }
 
     /// Reads a message's data back.
-    pub fn read(&self, id: u64) -> Result<Vec<u8>, StoreError> {
-        let slot = self
-            .messages
-            .get(&id)
-            .ok_or(StoreError::UnknownMessage(id))?;
-        let record = self.log.read(slot.position)?;
-        let (_, _, _, data_at) = parse_publish(&record.payload).ok_or(StoreError::NoRecord {
-            segment: slot.position.segment,
-            offset: slot.position.offset,
-        })?;
+    pub fn read(&self, m: &MessageRef) -> Result<Vec<u8>, StoreError> {
+        let position = self.moved.get(&m.id).map_or(m.position(), |(p, _)| *p);
+        let record = self.log.read(position)?;
+        let not_it = StoreError::NoRecord {
+            segment: position.segment,
+            offset: position.offset,
+        };
+        let (id, _, _, data_at) = parse_publish(&record.payload).ok_or(not_it)?;
+        if id != m.id {
+            return Err(StoreError::UnknownMessage(m.id));
+        }
         let mut payload = record.payload;
         payload.drain(..data_at);
         Ok(payload)
@@ -647,11 +712,6 @@ impl MessageStore {
     /// The last id given out (ids only grow, across restarts too).
     pub fn last_id(&self) -> u64 {
         self.next_id - 1
-    }
-
-    /// Whether a message is held by some queue.
-    pub fn contains(&self, id: u64) -> bool {
-        self.messages.contains_key(&id)
     }
 
     /// Takes a sync of everything written so far (acks included), to run outside the caller's
@@ -757,16 +817,14 @@ impl MessageStore {
     /// Writes a segment's live messages (with the queues that still hold them, under the same
     /// ids) and its still needed acks again at the head, syncs, and removes the segment.
     fn compact_segment(&mut self, segment: u64) -> Result<(), StoreError> {
-        let mut dropped: HashSet<(u64, u64)> = self
+        let (dead, mut dropped) = self
             .segments
             .get_mut(&segment)
-            .map(|i| std::mem::take(&mut i.dropped))
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        let mut live: Vec<(u64, u32, Vec<u64>, Vec<u8>)> = Vec::new();
+            .map(|i| (std::mem::take(&mut i.dead), std::mem::take(&mut i.dropped)))
+            .unwrap_or_default();
+        let mut live: Vec<Live> = Vec::new();
         let mut acks: Vec<(u64, u64, u64)> = Vec::new();
-        let messages = &self.messages;
+        let moved = &self.moved;
         let segments = &self.segments;
         self.log
             .read_segment(segment, |position, kind, payload| match kind {
@@ -774,19 +832,22 @@ impl MessageStore {
                     let Some((id, len, queues, data_at)) = parse_publish(payload) else {
                         return;
                     };
-                    if messages.get(&id).is_none_or(|s| s.position != position) {
+                    // Dead, or a stale copy of a message that lives elsewhere now.
+                    if dead.contains(&id) || moved.get(&id).is_some_and(|(p, _)| *p != position) {
                         return;
                     }
                     let queues: Vec<u64> = queues
                         .into_iter()
                         .filter(|q| !dropped.remove(&(*q, id)))
                         .collect();
-                    live.push((
+                    let record = (payload.len() + crate::log::RECORD_HEADER) as u32;
+                    live.push(Live {
                         id,
                         len,
                         queues,
-                        payload.get(data_at..).unwrap_or_default().to_vec(),
-                    ));
+                        data: payload.get(data_at..).unwrap_or_default().to_vec(),
+                        record,
+                    });
                 }
                 KIND_ACK => {
                     // Acks that cancel publishes in older segments still on disk.
@@ -799,19 +860,31 @@ impl MessageStore {
                 }
                 _ => {}
             })?;
-        for (id, len, queues, data) in live {
-            let Some(slot) = self.messages.get(&id).copied() else {
-                continue;
-            };
+        for Live {
+            id,
+            len,
+            queues,
+            data,
+            record,
+        } in live
+        {
             if let Some(info) = self.segments.get_mut(&segment) {
                 info.live = info.live.saturating_sub(1);
-                info.live_bytes = info.live_bytes.saturating_sub(u64::from(slot.size));
+                info.live_bytes = info.live_bytes.saturating_sub(u64::from(record));
             }
-            self.publish_with_id(Some(id), &queues, &data, len)?;
-            if let Some(moved) = self.messages.get_mut(&id) {
-                moved.refs = slot.refs;
+            let remaining = self.shared.get(&id).copied();
+            let at = self.publish_with_id(Some(id), &queues, &data, len)?;
+            // Still the same references (the copy lists exactly the queues that hold it).
+            match remaining {
+                Some(n) => {
+                    self.shared.insert(id, n);
+                }
+                None => {
+                    self.shared.remove(&id);
+                }
             }
-            self.moved += 1;
+            self.moved.insert(id, (at.position(), at.record));
+            self.moved_count += 1;
         }
         self.acks.extend(acks);
         // The copies must be durable before the originals go.
@@ -823,12 +896,12 @@ impl MessageStore {
     /// Counts for reports.
     pub fn stats(&self) -> MessageStoreStats {
         MessageStoreStats {
-            messages: self.messages.len() as u64,
+            messages: self.segments.values().map(|i| i.live).sum(),
             segments: self.segments.len() as u64,
             disk_bytes: self.log.size(),
             live_bytes: self.segments.values().map(|i| i.live_bytes).sum(),
             removed_segments: self.removed,
-            moved: self.moved,
+            moved: self.moved_count,
         }
     }
 }

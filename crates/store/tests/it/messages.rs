@@ -6,7 +6,8 @@ use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use warren_store::{
-    Backend, CrashBackend, Fault, MemoryBackend, MessageStore, MessageStoreOptions, StoreError,
+    Backend, CrashBackend, Fault, MemoryBackend, MessageRef, MessageStore, MessageStoreOptions,
+    StoreError,
 };
 
 fn opts(segment_size: u64) -> MessageStoreOptions {
@@ -24,7 +25,7 @@ fn open(b: &Arc<dyn Backend>, segment_size: u64) -> (MessageStore, warren_store:
 fn ids(r: &warren_store::Recovered) -> BTreeMap<u64, Vec<u64>> {
     r.queues
         .iter()
-        .map(|(q, m)| (*q, m.iter().map(|m| m.id).collect()))
+        .map(|(q, m)| (*q, m.iter().map(|m| m.at.id).collect()))
         .collect()
 }
 
@@ -36,22 +37,26 @@ fn messages_come_back_in_order_for_each_queue_with_their_data() {
     let a = put(&mut s, &[1], b"first").unwrap();
     let f = put(&mut s, &[1, 2, 3], b"fanout").unwrap();
     let c = put(&mut s, &[2], b"").unwrap();
-    assert!(a < f && f < c, "ids grow in publish order");
+    assert!(a.id < f.id && f.id < c.id, "ids grow in publish order");
     s.sync().unwrap();
     drop(s);
     let (s, rec) = open(&b, 1 << 20);
     assert_eq!(
         ids(&rec),
-        BTreeMap::from([(1, vec![a, f]), (2, vec![f, c]), (3, vec![f])])
+        BTreeMap::from([
+            (1, vec![a.id, f.id]),
+            (2, vec![f.id, c.id]),
+            (3, vec![f.id])
+        ])
     );
     let lens: Vec<u32> = rec.queues[&1].iter().map(|m| m.len).collect();
     assert_eq!(lens, vec![5, 6]);
-    assert_eq!(s.read(f).unwrap(), b"fanout");
-    assert_eq!(s.read(c).unwrap(), b"");
+    assert_eq!(s.read(&f).unwrap(), b"fanout");
+    assert_eq!(s.read(&c).unwrap(), b"");
     assert!(rec.damage.is_empty());
     // Ids are never reused after a restart.
     let mut s = s;
-    assert!(put(&mut s, &[1], b"next").unwrap() > c);
+    assert!(put(&mut s, &[1], b"next").unwrap().id > c.id);
 }
 
 #[test]
@@ -75,15 +80,18 @@ fn acks_retire_references_one_queue_at_a_time() {
     let (mut s, _) = open(&b, 1 << 20);
     let m = put(&mut s, &[1, 2], b"both").unwrap();
     let n = put(&mut s, &[1], b"one").unwrap();
-    s.ack(1, m).unwrap();
+    s.ack(1, &m).unwrap();
     s.sync().unwrap();
-    assert!(s.contains(m), "queue 2 still holds it");
+    assert_eq!(s.stats().messages, 2, "queue 2 still holds it");
     drop(s);
     let (mut s, rec) = open(&b, 1 << 20);
-    assert_eq!(ids(&rec), BTreeMap::from([(1, vec![n]), (2, vec![m])]));
-    s.ack(2, m).unwrap();
-    s.ack(1, n).unwrap();
-    assert!(!s.contains(m) && !s.contains(n));
+    assert_eq!(
+        ids(&rec),
+        BTreeMap::from([(1, vec![n.id]), (2, vec![m.id])])
+    );
+    s.ack(2, &m).unwrap();
+    s.ack(1, &n).unwrap();
+    assert_eq!(s.stats().messages, 0);
     s.sync().unwrap();
     drop(s);
     let (_, rec) = open(&b, 1 << 20);
@@ -99,7 +107,7 @@ fn references_to_unknown_queues_are_dropped_at_recovery() {
     s.sync().unwrap();
     drop(s);
     let (s, rec) = MessageStore::open(b, opts(1 << 20), |q| q != 9).unwrap();
-    assert_eq!(ids(&rec), BTreeMap::from([(1, vec![m])]));
+    assert_eq!(ids(&rec), BTreeMap::from([(1, vec![m.id])]));
     assert_eq!(s.stats().messages, 1);
 }
 
@@ -116,13 +124,17 @@ fn sealed_segments_are_recovered_from_their_summaries_and_a_bad_summary_is_scann
     assert!(segments > 5, "{segments} segments");
     drop(s);
     let (s, rec) = open(&b, 4096);
+    let expected: Vec<u64> = expected.iter().map(|m: &MessageRef| m.id).collect();
     assert_eq!(
-        rec.queues[&1].iter().map(|m| m.id).collect::<Vec<_>>(),
+        rec.queues[&1].iter().map(|m| m.at.id).collect::<Vec<_>>(),
         expected
     );
     assert_eq!(rec.scanned, 1, "only the last segment is read");
     assert_eq!(rec.summarized as u64, segments - 1);
-    assert_eq!(s.read(expected[3]).unwrap(), 3u32.to_le_bytes().repeat(50));
+    assert_eq!(
+        s.read(&rec.queues[&1][3].at).unwrap(),
+        3u32.to_le_bytes().repeat(50)
+    );
     drop(s);
     // Damage one summary: that segment is scanned instead, nothing is lost.
     let name = b
@@ -135,7 +147,7 @@ fn sealed_segments_are_recovered_from_their_summaries_and_a_bad_summary_is_scann
     f.write_at(&[0xff], 20).unwrap();
     let (_, rec) = open(&b, 4096);
     assert_eq!(
-        rec.queues[&1].iter().map(|m| m.id).collect::<Vec<_>>(),
+        rec.queues[&1].iter().map(|m| m.at.id).collect::<Vec<_>>(),
         expected
     );
     assert_eq!(rec.scanned, 2);
@@ -146,7 +158,7 @@ fn disk_use_follows_the_live_data() {
     let b: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     let (mut s, _) = open(&b, 8192);
     let body = vec![1u8; 500];
-    let ids: Vec<u64> = (0..200)
+    let ids: Vec<MessageRef> = (0..200)
         .map(|_| put(&mut s, &[1], &body).unwrap())
         .collect();
     s.sync().unwrap();
@@ -154,7 +166,7 @@ fn disk_use_follows_the_live_data() {
     assert!(full > 100_000);
     // Everything acked: every sealed segment goes.
     for id in &ids {
-        s.ack(1, *id).unwrap();
+        s.ack(1, id).unwrap();
     }
     while s.compact().unwrap() {}
     let drained = s.stats();
@@ -163,12 +175,12 @@ fn disk_use_follows_the_live_data() {
         "after the drain: {drained:?}"
     );
     // Keep one message in ten: compaction moves the survivors and frees the rest.
-    let ids: Vec<u64> = (0..200)
+    let ids: Vec<MessageRef> = (0..200)
         .map(|_| put(&mut s, &[1], &body).unwrap())
         .collect();
-    let keep: Vec<u64> = ids.iter().copied().step_by(10).collect();
+    let keep: Vec<MessageRef> = ids.iter().copied().step_by(10).collect();
     for id in ids.iter().filter(|i| !keep.contains(i)) {
-        s.ack(1, *id).unwrap();
+        s.ack(1, id).unwrap();
     }
     while s.compact().unwrap() {}
     let st = s.stats();
@@ -179,14 +191,15 @@ fn disk_use_follows_the_live_data() {
         st.disk_bytes,
         st.live_bytes
     );
+    // Read through the references the queue kept, from before the move.
     for id in &keep {
-        assert_eq!(s.read(*id).unwrap(), body);
+        assert_eq!(s.read(id).unwrap(), body);
     }
     drop(s);
     let (_, rec) = open(&b, 8192);
     assert_eq!(
-        rec.queues[&1].iter().map(|m| m.id).collect::<Vec<_>>(),
-        keep
+        rec.queues[&1].iter().map(|m| m.at.id).collect::<Vec<_>>(),
+        keep.iter().map(|m| m.id).collect::<Vec<_>>()
     );
 }
 
@@ -195,18 +208,18 @@ fn a_partly_acked_fanout_message_is_moved_with_only_the_queues_that_hold_it() {
     let b: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     let (mut s, _) = open(&b, 4096);
     let m = put(&mut s, &[1, 2], &[5u8; 300]).unwrap();
-    let filler: Vec<u64> = (0..40)
+    let filler: Vec<MessageRef> = (0..40)
         .map(|_| put(&mut s, &[3], &[0u8; 300]).unwrap())
         .collect();
-    s.ack(1, m).unwrap();
+    s.ack(1, &m).unwrap();
     for id in filler {
-        s.ack(3, id).unwrap();
+        s.ack(3, &id).unwrap();
     }
     while s.compact().unwrap() {}
     assert!(s.stats().moved >= 1);
     drop(s);
     let (_, rec) = open(&b, 4096);
-    assert_eq!(ids(&rec), BTreeMap::from([(2, vec![m])]));
+    assert_eq!(ids(&rec), BTreeMap::from([(2, vec![m.id])]));
 }
 
 #[test]
@@ -267,11 +280,16 @@ proptest! {
         let mut durable_live: BTreeSet<(u64, u64)> = BTreeSet::new();
         let mut durable_acked: BTreeSet<(u64, u64)> = BTreeSet::new();
         let mut acked: BTreeSet<(u64, u64)> = BTreeSet::new();
+        let mut refs: BTreeMap<u64, MessageRef> = BTreeMap::new();
+        let mut bodies: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         for op in ops {
             match op {
                 Op::Publish(queues) => {
                     let body = id_body(s.stats().messages);
-                    let id = put(&mut s, &queues, &body).unwrap();
+                    let m = put(&mut s, &queues, &body).unwrap();
+                    let id = m.id;
+                    refs.insert(id, m);
+                    bodies.insert(id, body);
                     for q in queues {
                         live.insert((q, id));
                         all.insert((q, id));
@@ -281,13 +299,19 @@ proptest! {
                     let held: Vec<(u64, u64)> = live.iter().copied().filter(|r| r.0 == q).collect();
                     if !held.is_empty() {
                         let r = held[i % held.len()];
-                        s.ack(r.0, r.1).unwrap();
+                        s.ack(r.0, &refs[&r.1]).unwrap();
                         live.remove(&r);
                         acked.insert(r);
                     }
                 }
-                // Compaction syncs what it needs, but promises no sync of the rest.
-                Op::Compact => while s.compact().unwrap() {},
+                // Compaction syncs what it needs, but promises no sync of the rest. The
+                // references queues keep still read their messages after a move.
+                Op::Compact => {
+                    while s.compact().unwrap() {}
+                    for (_, id) in &live {
+                        prop_assert_eq!(&s.read(&refs[id]).unwrap(), &bodies[id]);
+                    }
+                }
                 Op::Sync => {
                     s.sync().unwrap();
                     durable_live = live.clone();
@@ -296,11 +320,14 @@ proptest! {
             }
         }
         let after: Arc<dyn Backend> = Arc::new(crash.crash(torn));
-        let (_, rec) = MessageStore::open(after, opts(segment_size), |_| true).unwrap();
+        let (s, rec) = MessageStore::open(after, opts(segment_size), |_| true).unwrap();
+        for m in rec.queues.values().flatten() {
+            prop_assert_eq!(&s.read(&m.at).unwrap(), &bodies[&m.at.id]);
+        }
         let got: BTreeSet<(u64, u64)> = rec
             .queues
             .iter()
-            .flat_map(|(q, ms)| ms.iter().map(move |m| (*q, m.id)))
+            .flat_map(|(q, ms)| ms.iter().map(move |m| (*q, m.at.id)))
             .collect();
         for r in &durable_live {
             prop_assert!(got.contains(r) || acked.contains(r), "lost {:?}", r);
@@ -317,6 +344,6 @@ fn id_body(n: u64) -> Vec<u8> {
 }
 
 /// Publishes with the data's length as the size recovery gives back.
-fn put(s: &mut MessageStore, queues: &[u64], data: &[u8]) -> Result<u64, StoreError> {
+fn put(s: &mut MessageStore, queues: &[u64], data: &[u8]) -> Result<MessageRef, StoreError> {
     s.publish(queues, data, data.len() as u32)
 }
