@@ -42,6 +42,16 @@
 //! no flag to export a data directory offline, since nothing keeps a running server off the
 //! same directory meanwhile.
 //!
+//! Backups: SIGUSR1 writes an online backup of the data directory (definitions and persistent
+//! messages, consistent at one instant, taken while clients go on) into a new directory under
+//! `--backup-dir` (default `<data-dir>.backups`). `--restore-backup DIR` copies a backup into
+//! an empty data directory and starts on it:
+//!
+//! ```text
+//! kill -USR1 $(pidof server)                  # -> ./data.backups/1763720000000
+//! server --data-dir ./fresh --restore-backup ./data.backups/1763720000000
+//! ```
+//!
 //! With no users configured it has RabbitMQ's default: `guest`/`guest`, from loopback only,
 //! with full rights on `/`. It raises its open-files limit to the hard limit at start, and at
 //! its connection limit closes new connections at once. SIGTERM and Ctrl-C shut it down
@@ -86,6 +96,18 @@ struct Args {
     /// A definitions file in RabbitMQ's JSON format to import at start.
     #[arg(long, value_name = "FILE")]
     import_definitions: Option<PathBuf>,
+    /// Message memory past which queue backlogs page out to disk (a size, as for the
+    /// watermark; default: half the memory high watermark).
+    #[arg(long)]
+    paging_budget: Option<String>,
+    /// Where SIGUSR1 writes an online backup (a new directory per backup, named by the time).
+    /// Default: `<data-dir>.backups`.
+    #[arg(long, value_name = "DIR")]
+    backup_dir: Option<PathBuf>,
+    /// Restore a backup before starting: its files are copied into the data directory, which
+    /// must be empty or missing.
+    #[arg(long, value_name = "DIR")]
+    restore_backup: Option<PathBuf>,
 }
 
 /// The configuration file.
@@ -252,6 +274,9 @@ async fn run(args: Args, file: FileConfig) -> Result<(), String> {
         .data_dir
         .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from("./data"));
+    if let Some(backup) = &args.restore_backup {
+        restore(backup, &data_dir)?;
+    }
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
     let open_files = raise_open_files();
@@ -279,6 +304,9 @@ async fn run(args: Args, file: FileConfig) -> Result<(), String> {
         .data_dir(&data_dir);
     if watermark > 0 {
         b = b.memory_high_watermark(watermark);
+    }
+    if let Some(budget) = &args.paging_budget {
+        b = b.paging_budget(parse_watermark(budget, total)?);
     }
     for a in &listen {
         b = b.listen(*a);
@@ -331,32 +359,96 @@ async fn run(args: Args, file: FileConfig) -> Result<(), String> {
         memory_high_watermark = watermark,
         "Warren {} started", env!("CARGO_PKG_VERSION")
     );
-    wait_for_signal().await;
+    let backups = args.backup_dir.unwrap_or_else(|| {
+        let mut name = data_dir.clone().into_os_string();
+        name.push(".backups");
+        PathBuf::from(name)
+    });
+    wait_for_signal(&broker, &backups).await;
     tracing::info!("shutting down");
     broker.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or Ctrl-C; SIGUSR1 meanwhile writes an online backup under `backups`.
+async fn wait_for_signal(broker: &Broker, backups: &std::path::Path) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::user_defined1()),
+        ) {
+            (Ok(mut term), Ok(mut usr1)) => loop {
                 tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => break,
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = usr1.recv() => {
+                        let stamp = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_millis())
+                            .unwrap_or_default();
+                        let target = backups.join(stamp.to_string());
+                        let handle = broker.handle();
+                        let done = tokio::task::spawn_blocking(move || {
+                            handle.backup(&target).map(|r| (target, r))
+                        })
+                        .await;
+                        match done {
+                            Ok(Ok((target, r))) => tracing::info!(
+                                target = %target.display(), files = r.files, bytes = r.bytes,
+                                "backup written; restore with --restore-backup"
+                            ),
+                            Ok(Err(e)) => tracing::error!(error = %e, "backup failed"),
+                            Err(e) => tracing::error!(error = %e, "backup failed"),
+                        }
+                    }
                 }
-            }
-            Err(_) => {
+            },
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = (broker, backups);
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Copies a backup into an empty (or missing) data directory.
+fn restore(backup: &std::path::Path, data_dir: &std::path::Path) -> Result<(), String> {
+    let used = std::fs::read_dir(data_dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if used {
+        return Err(format!(
+            "cannot restore into {}: the data directory is not empty",
+            data_dir.display()
+        ));
+    }
+    fn copy(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<u64> {
+        std::fs::create_dir_all(to)?;
+        let mut n = 0;
+        for e in std::fs::read_dir(from)? {
+            let e = e?;
+            let dest = to.join(e.file_name());
+            if e.file_type()?.is_dir() {
+                n += copy(&e.path(), &dest)?;
+            } else {
+                std::fs::copy(e.path(), &dest)?;
+                std::fs::File::open(&dest)?.sync_all()?;
+                n += 1;
+            }
+        }
+        std::fs::File::open(to)?.sync_all()?;
+        Ok(n)
+    }
+    let n =
+        copy(backup, data_dir).map_err(|e| format!("cannot restore {}: {e}", backup.display()))?;
+    tracing::info!(from = %backup.display(), to = %data_dir.display(), files = n, "backup restored");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -44,9 +44,12 @@ pub enum Error {
     /// A password hash that is not RabbitMQ's base64 SHA-256 form.
     #[error("invalid password hash for user '{0}'")]
     PasswordHash(String),
-    /// The data directory could not be opened or recovered.
+    /// The data directory could not be opened or recovered, or a backup written.
     #[error(transparent)]
     Durable(#[from] DurableError),
+    /// The broker keeps nothing on disk (no data directory).
+    #[error("the broker has no data directory")]
+    NoStorage,
     /// A definitions file that cannot be imported: the entry and what is wrong with it, e.g.
     /// `queues[3]: PRECONDITION_FAILED - invalid arg 'x-max-length' for queue 'q' ...`.
     #[error("definitions: {0}")]

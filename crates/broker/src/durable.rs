@@ -286,6 +286,8 @@ pub(crate) struct Durable {
     synced: AtomicU64,
     /// Syncs completed.
     syncs: AtomicU64,
+    /// An online backup is copying segments: compaction must not remove any.
+    backup_running: std::sync::atomic::AtomicBool,
     signal: Mutex<SyncSignal>,
     wake: Condvar,
     /// Connections waiting for the next sync.
@@ -358,6 +360,7 @@ impl Durable {
             next_transient: AtomicU64::new(1),
             synced: AtomicU64::new(last_id),
             syncs: AtomicU64::new(0),
+            backup_running: std::sync::atomic::AtomicBool::new(false),
             signal: Mutex::new(SyncSignal::default()),
             wake: Condvar::new(),
             waiters: Mutex::new(Vec::new()),
@@ -636,7 +639,8 @@ impl Durable {
             }
             // Give disk space back, one step at a time: when idle, and at least every
             // second under load (a busy store must not grow without bound).
-            if !stop && (!wanted || compacted.elapsed() >= COMPACT_EVERY) {
+            let paused = self.backup_running.load(Ordering::Acquire);
+            if !stop && !paused && (!wanted || compacted.elapsed() >= COMPACT_EVERY) {
                 compacted = std::time::Instant::now();
                 let r = lock(&self.store).compact();
                 if let Err(e) = r {
@@ -672,6 +676,73 @@ impl Durable {
         self.wake_waiters();
     }
 
+    /// An online backup: everything durable (definitions and messages) as it is at one
+    /// instant, copied into the empty directory `target`, synced there. Publishing pauses only
+    /// while the files' lengths are taken (and the definitions copied); the messages are copied
+    /// afterwards, compaction paused meanwhile (segments are append-only). The backup is a
+    /// data directory: a broker started on it (or on a copy) recovers that instant.
+    pub(crate) fn backup(&self, target: &std::path::Path) -> Result<BackupReport, DurableError> {
+        let started = std::time::Instant::now();
+        let dir_err = |source| DurableError::Directory {
+            path: target.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(target).map_err(dir_err)?;
+        if std::fs::read_dir(target).map_err(dir_err)?.next().is_some() {
+            return Err(dir_err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the backup directory must be empty",
+            )));
+        }
+        let out = warren_store::FileBackend::new(target).map_err(dir_err)?;
+        self.backup_running.store(true, Ordering::Release);
+        let result: Result<BackupReport, DurableError> = (|| {
+            let meta = lock(&self.meta);
+            let files = {
+                let mut store = lock(&self.store);
+                // Acks still buffered are part of this instant; the sync makes the copy's
+                // source durable too.
+                store.sync()?;
+                self.listing(&["msgs/"])?
+            };
+            // Definitions are small: copied under their lock (their compaction removes files).
+            let meta_files = self.listing(&["meta/"])?;
+            let mut report = BackupReport::default();
+            copy_files(&self.backend, &out, &meta_files, &mut report)?;
+            drop(meta);
+            copy_files(&self.backend, &out, &files, &mut report)?;
+            out.sync_dir().map_err(dir_err)?;
+            Ok(report)
+        })();
+        self.backup_running.store(false, Ordering::Release);
+        let mut report = result?;
+        report.elapsed = started.elapsed();
+        tracing::info!(
+            target = %target.display(),
+            files = report.files,
+            bytes = report.bytes,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "online backup written"
+        );
+        Ok(report)
+    }
+
+    /// The files under these prefixes and their lengths now.
+    fn listing(&self, prefixes: &[&str]) -> Result<Vec<(String, u64)>, DurableError> {
+        let io = |source| StoreError::Io {
+            what: "listing the data directory".into(),
+            source,
+        };
+        let mut out = Vec::new();
+        for name in self.backend.list().map_err(io)? {
+            if prefixes.iter().any(|p| name.starts_with(p)) {
+                let len = self.backend.open(&name).and_then(|f| f.len()).map_err(io)?;
+                out.push((name, len));
+            }
+        }
+        Ok(out)
+    }
+
     /// Syncs what is left and stops the sync thread (a clean shutdown).
     pub(crate) fn close(&self) {
         {
@@ -693,6 +764,52 @@ impl Durable {
     pub(crate) fn stats(&self) -> warren_store::MessageStoreStats {
         lock(&self.store).stats()
     }
+}
+
+/// What an online backup copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupReport {
+    /// Files written.
+    pub files: u64,
+    /// Octets written.
+    pub bytes: u64,
+    /// How long it took.
+    pub elapsed: std::time::Duration,
+}
+
+/// Copies files (each up to the given length) from one backend to another, then syncs each.
+fn copy_files(
+    from: &Arc<dyn Backend>,
+    to: &warren_store::FileBackend,
+    files: &[(String, u64)],
+    report: &mut BackupReport,
+) -> Result<(), StoreError> {
+    let mut buf = vec![0u8; 1 << 20];
+    for (name, len) in files {
+        let io = |what: &str| {
+            let what = format!("{what} {name}");
+            move |source| StoreError::Io { what, source }
+        };
+        let src = from.open(name).map_err(io("reading"))?;
+        let dst = to.open(name).map_err(io("writing the backup of"))?;
+        dst.set_len(0).map_err(io("writing the backup of"))?;
+        let mut at = 0u64;
+        while at < *len {
+            let want = ((*len - at) as usize).min(buf.len());
+            let chunk = buf.get_mut(..want).unwrap_or_default();
+            let n = src.read_at(chunk, at).map_err(io("reading"))?;
+            if n == 0 {
+                break;
+            }
+            dst.write_at(chunk.get(..n).unwrap_or_default(), at)
+                .map_err(io("writing the backup of"))?;
+            at += n as u64;
+        }
+        dst.sync_data().map_err(io("syncing the backup of"))?;
+        report.files += 1;
+        report.bytes += at;
+    }
+    Ok(())
 }
 
 fn read_definitions(meta: &MetaStore) -> Definitions {

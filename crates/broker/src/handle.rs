@@ -216,6 +216,15 @@ impl BrokerHandle {
         }
     }
 
+    /// An online backup of everything durable (definitions and persistent messages), as it
+    /// is at one instant, into the empty directory `target`. Publishing pauses only while the
+    /// files' lengths are taken. The backup is itself a data directory: restore it by starting
+    /// a broker on it (or on a copy of it).
+    pub fn backup(&self, target: &std::path::Path) -> Result<crate::BackupReport, Error> {
+        let d = self.shared.durable.as_ref().ok_or(Error::NoStorage)?;
+        Ok(d.backup(target)?)
+    }
+
     /// Why the message store stopped accepting persistent messages, if it did (a failed
     /// write or `fdatasync`).
     pub fn store_failure(&self) -> Option<String> {

@@ -40,7 +40,7 @@ mod vhost;
 pub use auth::{PasswordHash, Permissions};
 pub use broker::{Broker, BrokerBuilder, Error};
 pub use definitions::ImportReport;
-pub use durable::DurableError;
+pub use durable::{BackupReport, DurableError};
 pub use handle::{
     BindingInfo, BrokerHandle, ChannelInfo, ConnectionInfo, Counters, ExchangeInfo, QueueInfo,
 };

@@ -5,6 +5,7 @@
 //! the one RabbitMQ sends. Nothing sleeps to wait for a delivery: deliveries, closes and
 //! listings are awaited with a deadline.
 
+mod backup;
 mod common;
 mod connection;
 mod consume;
