@@ -1364,7 +1364,7 @@ fn enqueue(
                 continue;
             }
             n += 1;
-            if cell.should_page(&s, over_budget) && cell.page_out(&mut s, m, *has_ref) {
+            if cell.should_page(&s, over_budget, m) && cell.page_out(&mut s, m, *has_ref) {
                 continue;
             }
             if *has_ref && !(m.persistent && cell.store.is_some()) {

@@ -211,12 +211,15 @@ impl QueueCell {
         }
     }
 
-    /// Whether messages of this queue may page out now: it is paging already, or the broker
-    /// is over its paging budget and the queue holds more than a head in memory.
-    pub(crate) fn should_page(&self, state: &QueueState, over_budget: bool) -> bool {
+    /// Whether a message entering this queue pages out: the queue is paging already, or it
+    /// holds a head in memory and either the broker is over its paging budget or the message
+    /// is on disk anyway (persistent, in a durable queue: keeping a backlog of those in memory
+    /// would only duplicate the disk).
+    pub(crate) fn should_page(&self, state: &QueueState, over_budget: bool, m: &Message) -> bool {
+        let on_disk = m.persistent && self.store.is_some() && m.stored().is_some();
         self.paging.is_some()
             && (!state.spill.is_empty()
-                || (over_budget && state.queue.message_count() >= paging::HEAD_MIN))
+                || ((over_budget || on_disk) && state.queue.message_count() >= paging::HEAD_MIN))
     }
 
     /// Pages a message out: its id goes to the spill (written to the store first if it is not

@@ -709,6 +709,12 @@ impl MessageStore {
         Ok(payload)
     }
 
+    /// The highest id written so far (durable once a sync made after this call completed;
+    /// all durable already when [`MessageStore::begin_sync`] finds nothing to sync).
+    pub fn last_written(&self) -> u64 {
+        self.written
+    }
+
     /// The last id given out (ids only grow, across restarts too).
     pub fn last_id(&self) -> u64 {
         self.next_id - 1
