@@ -4,7 +4,8 @@
 //! reading for the whole batch, computes each message's latency from the stamp in its body,
 //! encodes the acks into the write buffer (`basic.ack` per message, or with `multiple` every
 //! `--multi-ack-every` messages; none with `--autoack`), and writes them in one go. The shared
-//! counters and histogram are touched once per batch.
+//! counters and histogram are touched once per batch. With `--cmessages` a consumer stops
+//! after the read that brings it to the count, once it acknowledged everything it received.
 
 use crate::client::{CH, CLOSE_TIMEOUT, ClientError, Conn, Result};
 use crate::now_ns;
@@ -28,6 +29,8 @@ pub(crate) struct ConsumerConfig {
     pub(crate) autoack: bool,
     /// Acknowledge with `multiple` every this many messages (1: each message on its own).
     pub(crate) ack_every: u64,
+    /// Messages after which to stop (0: no limit).
+    pub(crate) limit: u64,
 }
 
 /// Where a consumer is in the content of the current delivery.
@@ -49,6 +52,8 @@ pub(crate) struct Receiver {
     ack_every: u64,
     content: Content,
     tag: u64,
+    /// The delivery tag of the last message received whole.
+    completed: u64,
     unacked: u64,
     /// Consumers whose `basic.consume-ok` arrived.
     pub(crate) consuming: usize,
@@ -68,6 +73,7 @@ impl Receiver {
             ack_every: ack_every.max(1),
             content: Content::Idle,
             tag: 0,
+            completed: 0,
             unacked: 0,
             consuming: 0,
             received: 0,
@@ -153,6 +159,7 @@ impl Receiver {
 
     fn complete(&mut self, out: &mut bytes::BytesMut) {
         self.content = Content::Idle;
+        self.completed = self.tag;
         self.received += 1;
         if self.autoack {
             return;
@@ -162,6 +169,19 @@ impl Receiver {
             let ack = BasicAck {
                 delivery_tag: self.tag,
                 multiple: self.ack_every > 1,
+            };
+            frame::encode_method(out, CH, &ack.into());
+            self.unacked = 0;
+        }
+    }
+
+    /// Acknowledges (with `multiple`) the messages received whole that acking every N left
+    /// unacknowledged.
+    pub(crate) fn ack_rest(&mut self, out: &mut bytes::BytesMut) {
+        if self.unacked > 0 {
+            let ack = BasicAck {
+                delivery_tag: self.completed,
+                multiple: true,
             };
             frame::encode_method(out, CH, &ack.into());
             self.unacked = 0;
@@ -219,6 +239,7 @@ async fn drive(
     };
     let mut rx = Receiver::new(cfg.autoack, ack_every, crate::run_tag());
     let mut ready = Some(ready);
+    let mut received = 0;
     loop {
         if stop.has_changed().unwrap_or(true) {
             return Ok(());
@@ -227,6 +248,7 @@ async fn drive(
             receive(conn, &mut rx)?;
             if rx.received > 0 {
                 stats.received.fetch_add(rx.received, Relaxed);
+                received += rx.received;
                 rx.received = 0;
             }
             stats.record_latencies(&rx.latencies);
@@ -235,6 +257,12 @@ async fn drive(
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(());
                 }
+            }
+            if ready.is_none() && cfg.limit > 0 && received >= cfg.limit {
+                rx.ack_rest(&mut conn.wbuf);
+                conn.flush().await?;
+                stats.consumers_done.fetch_add(1, Relaxed);
+                return Ok(());
             }
         }
         conn.try_flush()?;
@@ -344,6 +372,13 @@ mod tests {
         assert_eq!(rx.received, 5);
         assert_eq!(rx.latencies, [30; 5]);
         assert_eq!(acks(&mut out), [(2, true), (4, true)]);
+        // Stopping: the rest in one ack, up to the last message received whole.
+        rx.frame(&deliver(6), 50, &mut out).unwrap();
+        rx.frame(&header(40), 50, &mut out).unwrap();
+        rx.ack_rest(&mut out);
+        assert_eq!(acks(&mut out), [(5, true)]);
+        rx.ack_rest(&mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //! target/release/examples/load -t topic --bindings 1000 --topic-match 0.5 -z 30
 //! # a fixed rate of 10,000 msg/s per producer; stop after 100,000 messages each:
 //! target/release/examples/load -r 10000 -C 100000
+//! # a backlog: publish 1,000,000 persistent messages with no consumer and leave them queued,
+//! # then drain them with one consumer (the run ends when it has received all of them):
+//! target/release/examples/load -f persistent -c 1000 -y 0 -C 1000000 --keep
+//! target/release/examples/load -f persistent -x 0 -D 1000000 --keep
 //! # hold 1,000 idle connections for 30 s and report the broker's memory per connection:
 //! target/release/examples/load --idle-connections 1000 -z 30 --broker-pid "$(pidof beam.smp)"
 //! # the summary as one JSON object on stdout (per-second lines go to stderr):
@@ -56,8 +60,8 @@
 //! # Defaults that differ from PerfTest
 //!
 //! `-q/--qos` (prefetch) defaults to 1000, not unlimited; bodies default to (and are at
-//! least) 16 octets; queues are named, not server-named; `-z` 0 and `-C` 0 (the defaults)
-//! run until Ctrl-C.
+//! least) 16 octets; queues are named, not server-named; `-z` 0, `-C` 0 and `-D` 0 (the
+//! defaults) run until Ctrl-C.
 
 mod client;
 mod consumer;
@@ -176,6 +180,11 @@ struct Args {
     /// consumed.
     #[arg(short = 'C', long, default_value_t = 0)]
     pmessages: u64,
+    /// Messages per consumer (0: no limit): a consumer acknowledges what it has and stops
+    /// once it received this many (a read that passes the count is taken whole); the run
+    /// then ends when every consumer stopped (and, with -C, every producer is done).
+    #[arg(short = 'D', long, default_value_t = 0)]
+    cmessages: u64,
     /// Consumer prefetch count, basic.qos (0: unlimited).
     #[arg(short = 'q', long, default_value_t = 1000)]
     qos: u16,
@@ -227,6 +236,7 @@ struct Scenario {
     rate: f64,
     time_s: f64,
     pmessages: u64,
+    cmessages: u64,
     qos: u16,
     autoack: bool,
     multi_ack_every: u64,
@@ -329,6 +339,7 @@ impl Plan {
             rate: a.rate,
             time_s: a.time,
             pmessages: a.pmessages,
+            cmessages: a.cmessages,
             qos: a.qos,
             autoack: a.autoack,
             multi_ack_every: a.multi_ack_every,
@@ -478,7 +489,7 @@ async fn run(plan: &Plan) -> bool {
     let mut elapsed = Duration::ZERO;
     let mut reporter = Reporter::new(&stats);
     if let Some((start, producers)) = started {
-        if a.time == 0.0 && a.pmessages == 0 {
+        if a.time == 0.0 && a.pmessages == 0 && a.cmessages == 0 {
             plan.say("load: running until Ctrl-C");
         }
         elapsed = watch_run(plan, &stats, &mut reporter, start, producers, stop_rx).await;
@@ -540,8 +551,9 @@ fn describe(plan: &Plan) -> String {
 }
 
 /// Declares the topology (setting `declared` once it may have declared anything), starts the consumers, waits until
-/// they consume, then starts the producers. Returns when the producers started and how many
-/// there are, or `None` if a consumer failed (it has reported why).
+/// they consume, then starts the producers. Returns when the producers started (with no
+/// producers: when the consumers began to start, so that draining a backlog is timed whole)
+/// and how many there are, or `None` if a consumer failed (it has reported why).
 async fn start(
     plan: &Plan,
     stats: &Arc<Stats>,
@@ -556,6 +568,7 @@ async fn start(
         .await
         .map_err(|e| format!("set-up: {e}"))?;
 
+    let consumers_start = Instant::now();
     let mut readies = Vec::new();
     for i in 0..a.consumers {
         let conn = Conn::open(&plan.conn(format!("load-consumer-{i}")))
@@ -570,6 +583,7 @@ async fn start(
             qos: a.qos,
             autoack: a.autoack,
             ack_every: a.multi_ack_every,
+            limit: a.cmessages,
         };
         let (ready_tx, ready_rx) = oneshot::channel();
         readies.push(ready_rx);
@@ -615,7 +629,11 @@ async fn start(
         producers.push(p);
     }
     let n = producers.len();
-    let start = Instant::now();
+    let start = if n == 0 {
+        consumers_start
+    } else {
+        Instant::now()
+    };
     for (i, p) in producers.into_iter().enumerate() {
         let (stats, stop_tx, stop_rx) = (stats.clone(), stop_tx.clone(), stop_rx.clone());
         tasks.spawn(async move {
@@ -628,8 +646,9 @@ async fn start(
     Ok(Some((start, n)))
 }
 
-/// With `-C`: how long deliveries may stall, once everything is published, before the run
-/// ends without them (a queue limit dropped messages, a binding is missing, ...).
+/// With `-C` and no `-D`: how long deliveries may stall, once everything is published, before
+/// the run ends without them (a queue limit dropped messages, a binding is missing, ...). With
+/// `-D` the run waits for the count (`-z` bounds it).
 const DRAIN_IDLE: Duration = Duration::from_secs(5);
 
 /// Prints a line a second until the run ends; returns its length.
@@ -645,7 +664,7 @@ async fn watch_run(
     let second = Duration::from_secs(1);
     let mut tick = tokio::time::interval_at((start + second).into(), second);
     let mut check = tokio::time::interval(Duration::from_millis(50));
-    // With -C: the last time deliveries grew (see DRAIN_IDLE).
+    // With -C and no -D: the last time deliveries grew (see DRAIN_IDLE).
     let mut last_received = (0, Instant::now());
     let end = async {
         if a.time > 0.0 {
@@ -662,15 +681,20 @@ async fn watch_run(
                 let s = reporter.sample(stats, start.elapsed());
                 plan.say(&s.line(a.confirm > 0));
             }
-            _ = check.tick(), if a.pmessages > 0 => {
+            _ = check.tick(), if a.pmessages > 0 || a.cmessages > 0 => {
                 let received = stats.received.load(Relaxed);
                 if received != last_received.0 {
                     last_received = (received, Instant::now());
                 }
-                let all_sent = stats.producers_done.load(Relaxed) >= producers as u64;
-                let all_received = a.consumers == 0
-                    || received >= stats.routed.load(Relaxed)
-                    || last_received.1.elapsed() > DRAIN_IDLE;
+                let all_sent =
+                    a.pmessages == 0 || stats.producers_done.load(Relaxed) >= producers as u64;
+                let all_received = if a.cmessages > 0 {
+                    stats.consumers_done.load(Relaxed) >= a.consumers as u64
+                } else {
+                    a.consumers == 0
+                        || received >= stats.routed.load(Relaxed)
+                        || last_received.1.elapsed() > DRAIN_IDLE
+                };
                 if all_sent && all_received {
                     break;
                 }

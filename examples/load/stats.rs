@@ -37,6 +37,8 @@ pub(crate) struct Stats {
     pub(crate) blocked_ns: AtomicU64,
     /// Producers that sent all their `--pmessages` (and had them confirmed).
     pub(crate) producers_done: AtomicU64,
+    /// Consumers that received all their `--cmessages`.
+    pub(crate) consumers_done: AtomicU64,
     /// Latencies since the reporter's last sample.
     latency: Mutex<Histogram<u64>>,
     /// Errors that ended a connection; any of them makes the exit status non-zero.
@@ -65,6 +67,7 @@ impl Stats {
             blocked_now: AtomicU64::new(0),
             blocked_ns: AtomicU64::new(0),
             producers_done: AtomicU64::new(0),
+            consumers_done: AtomicU64::new(0),
             latency: Mutex::new(new_histogram()),
             errors: Mutex::new(Vec::new()),
         }

@@ -218,8 +218,9 @@ def wait_gone(pid, timeout):
 class Warren:
     name = 'Warren'
 
-    def __init__(self, binary, port, rundir):
-        self.binary, self.port, self.rundir = binary, port, rundir
+    def __init__(self, binary, port, rundir, data_root=None):
+        """`data_root`: where fresh data directories are made (default: the system's temp)."""
+        self.binary, self.port, self.rundir, self.data_root = binary, port, rundir, data_root
         self.proc = None
         self.data = None
         self.starts = 0
@@ -228,33 +229,43 @@ class Warren:
     def pid(self):
         return self.proc.pid
 
-    def start(self):
+    def launch(self, data=None):
+        """Starts the process without waiting for it to listen: on `data` if given (to
+        restart on what a previous start left), else on a fresh data directory."""
         if port_open(self.port):
             raise SystemExit(f'port {self.port} is already in use')
         self.starts += 1
-        self.data = tempfile.mkdtemp(prefix='bench-warren-')
+        self.data = data or tempfile.mkdtemp(prefix='bench-warren-', dir=self.data_root)
         logf = open(os.path.join(self.rundir, f'warren-{self.starts}.log'), 'w')
         self.proc = subprocess.Popen(
             [self.binary, '--listen', f'127.0.0.1:{self.port}', '--data-dir', self.data,
              '--log-level', 'warn'],
             stdout=logf, stderr=subprocess.STDOUT)
+
+    def start(self, data=None):
+        self.launch(data)
         if not wait_port(self.port, 30):
             raise SystemExit('the Warren server did not start listening within 30 s')
         log(f'Warren started, pid {self.pid}')
 
-    def stop(self):
+    def stop(self, keep_data=False, kill=False, timeout=30):
+        """SIGTERM (SIGKILL with `kill`) and wait, at most `timeout` s before a SIGKILL; the
+        data directory is removed unless `keep_data`. Returns the exit status."""
         if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
+            return None
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
         try:
-            self.proc.wait(30)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            log('Warren did not stop within 30 s of SIGTERM; killing it')
+            log(f'Warren did not stop within {timeout} s of SIGTERM; killing it')
             self.proc.kill()
             self.proc.wait()
-        log(f'Warren stopped (exit status {self.proc.returncode})')
+        status = self.proc.returncode
+        log(f'Warren stopped (exit status {status})')
         self.proc = None
-        shutil.rmtree(self.data, ignore_errors=True)
+        if not keep_data:
+            shutil.rmtree(self.data, ignore_errors=True)
+        return status
 
 
 class RabbitMQ:
@@ -274,20 +285,25 @@ class RabbitMQ:
             raise RuntimeError(f'rabbitmqctl eval {expr!r}: {r.stderr.strip()}')
         return r.stdout.strip()
 
-    def start(self):
+    def start(self, fresh=True):
+        """Starts the node and waits until it is up: a fresh node (new mnesia, new logs, no
+        plugins) unless `fresh` is false (a restart on what the last start left)."""
+        self.launch(fresh)
+        self.wait_ready()
+
+    @property
+    def mnesia_dir(self):
+        """The node's own data directory (message stores, queue indices, metadata)."""
+        return os.path.join(self.base, 'mnesia', self.node)
+
+    def launch(self, fresh=True):
+        """Starts the node (detached) without waiting for it."""
         if port_open(self.port) or port_open(self.dist_port):
             raise SystemExit(f'port {self.port} or {self.dist_port} is already in use '
                              f'(a {self.node} node left running? rabbitmqctl -n {self.node} stop)')
-        # A fresh node every time: new mnesia, new logs, no plugins.
-        shutil.rmtree(self.base, ignore_errors=True)
-        os.makedirs(self.base)
-        with open(os.path.join(self.base, 'enabled_plugins'), 'w') as f:
-            f.write('[].\n')
+        if fresh:
+            self.reset()
         user = pwd.getpwnam('rabbitmq')
-        for dirpath, _, files in os.walk(self.base):
-            os.chown(dirpath, user.pw_uid, user.pw_gid)
-            for fn in files:
-                os.chown(os.path.join(dirpath, fn), user.pw_uid, user.pw_gid)
         env = dict(os.environ,
                    HOME=user.pw_dir,  # /var/lib/rabbitmq: the cookie rabbitmqctl uses too
                    RABBITMQ_NODENAME=self.node,
@@ -303,6 +319,21 @@ class RabbitMQ:
                            cwd=user.pw_dir, capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(f'rabbitmq-server -detached failed: {r.stdout}{r.stderr}')
+
+    def reset(self):
+        """A new, empty base directory, owned by the rabbitmq user."""
+        shutil.rmtree(self.base, ignore_errors=True)
+        os.makedirs(self.base)
+        with open(os.path.join(self.base, 'enabled_plugins'), 'w') as f:
+            f.write('[].\n')
+        user = pwd.getpwnam('rabbitmq')
+        for dirpath, _, files in os.walk(self.base):
+            os.chown(dirpath, user.pw_uid, user.pw_gid)
+            for fn in files:
+                os.chown(os.path.join(dirpath, fn), user.pw_uid, user.pw_gid)
+
+    def wait_ready(self):
+        """Waits until the launched node answers, has booted and listens; sets `pid`."""
         deadline = time.monotonic() + 120
         while True:
             if self.ctl('ping', timeout=30).returncode == 0:
@@ -322,18 +353,31 @@ class RabbitMQ:
         return (self.eval('{ok, V} = application:get_key(rabbit, vsn), V.').strip('"'),
                 self.eval('erlang:system_info(otp_release).').strip('"'))
 
-    def stop(self):
+    def stop(self, kill=False, timeout=60):
+        """`rabbitmqctl stop` (a clean stop), or SIGKILL to the VM with `kill`; waits until
+        the VM is gone (after a clean stop at most `timeout` s, then SIGKILL). The base
+        directory stays. Returns whether the stop was clean."""
         if self.pid is None:
-            return
-        r = self.ctl('stop', timeout=120)
+            return None
+        if kill:
+            os.kill(self.pid, signal.SIGKILL)
+            wait_gone(self.pid, 30)
+            log(f'RabbitMQ {self.node} killed')
+            self.pid = None
+            return False
+        clean = True
+        r = self.ctl('stop', timeout=max(120, timeout))
         if r.returncode != 0:
             log(f'rabbitmqctl stop: {r.stderr.strip()}')
-        if not wait_gone(self.pid, 60):
-            log(f'{self.node} still running 60 s after stop; killing pid {self.pid}')
+            clean = False
+        if not wait_gone(self.pid, timeout):
+            log(f'{self.node} still running {timeout} s after stop; killing pid {self.pid}')
             os.kill(self.pid, signal.SIGKILL)
             wait_gone(self.pid, 10)
+            clean = False
         log(f'RabbitMQ {self.node} stopped')
         self.pid = None
+        return clean
 
 
 # ---- runs ------------------------------------------------------------------------------
@@ -511,6 +555,57 @@ def report(results, args):
     return '\n'.join(lines), '\n'.join(runs)
 
 
+# ---- set-up shared with bench_durability.py -------------------------------------------
+
+def prepare(args, rundir):
+    """Builds (with `args.build`), copies the server and load binaries into `rundir` and
+    raises the open-files limit; returns the binaries' paths."""
+    if args.build:
+        log('cargo build --release --example server --example load')
+        subprocess.run(['cargo', 'build', '--release', '--example', 'server', '--example', 'load'],
+                       cwd=REPO, check=True)
+    bins = {}
+    for b in ('server', 'load'):
+        src = os.path.join(args.target_dir, b)
+        if not os.path.exists(src):
+            raise SystemExit(f'{src} is missing: cargo build --release --example server '
+                             '--example load')
+        bins[b] = os.path.join(rundir, b)
+        shutil.copy2(src, bins[b])
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = NOFILE if hard == resource.RLIM_INFINITY else min(NOFILE, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return bins
+
+
+def run_meta(args, bins):
+    """Date, commit, machine and arguments of a run; warns if the binaries may not match
+    the commit."""
+    def sh(*cmd):
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        return r.stdout.strip()
+
+    model = next((l.split(':', 1)[1].strip() for l in sh('lscpu').splitlines()
+                  if l.startswith('Model name')), '?')
+    meta = dict(date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+                commit=sh('git', 'rev-parse', '--short', 'HEAD'),
+                dirty=bool(sh('git', 'status', '--porcelain', '--untracked-files=no')),
+                cpu=model, nproc=os.cpu_count(), kernel=platform.release(),
+                nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                args=vars(args), argv=sys.argv,
+                binaries={b: time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(os.path.getmtime(p)))
+                          for b, p in bins.items()})
+    head_time = int(sh('git', 'log', '-1', '--format=%ct') or 0)
+    stale = [b for b, p in bins.items() if os.path.getmtime(p) < head_time]
+    if stale or meta['dirty']:
+        log(f'warning: {", ".join(stale) + " built before the last commit" if stale else ""}'
+            f'{"; " if stale and meta["dirty"] else ""}{"uncommitted changes" if meta["dirty"] else ""}'
+            ': the binaries may not match the commit recorded (use --build on a clean tree)')
+        meta['binaries_may_not_match_commit'] = True
+    return meta
+
+
 # ---- main ------------------------------------------------------------------------------
 
 def main():
@@ -547,44 +642,8 @@ def main():
     started = time.monotonic()
     rundir = args.rundir or f'/tmp/bench-broker-{time.strftime("%Y%m%d-%H%M%S")}'
     os.makedirs(rundir, exist_ok=True)
-    if args.build:
-        log('cargo build --release --example server --example load')
-        subprocess.run(['cargo', 'build', '--release', '--example', 'server', '--example', 'load'],
-                       cwd=REPO, check=True)
-    bins = {}
-    for b in ('server', 'load'):
-        src = os.path.join(args.target_dir, b)
-        if not os.path.exists(src):
-            raise SystemExit(f'{src} is missing: cargo build --release --example server '
-                             '--example load')
-        bins[b] = os.path.join(rundir, b)
-        shutil.copy2(src, bins[b])
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = NOFILE if hard == resource.RLIM_INFINITY else min(NOFILE, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-    def sh(*cmd):
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-        return r.stdout.strip()
-
-    model = next((l.split(':', 1)[1].strip() for l in sh('lscpu').splitlines()
-                  if l.startswith('Model name')), '?')
-    meta = dict(date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
-                commit=sh('git', 'rev-parse', '--short', 'HEAD'),
-                dirty=bool(sh('git', 'status', '--porcelain', '--untracked-files=no')),
-                cpu=model, nproc=os.cpu_count(), kernel=platform.release(),
-                nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-                args=vars(args), argv=sys.argv,
-                binaries={b: time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(os.path.getmtime(p)))
-                          for b, p in bins.items()})
-    head_time = int(sh('git', 'log', '-1', '--format=%ct') or 0)
-    stale = [b for b, p in bins.items() if os.path.getmtime(p) < head_time]
-    if stale or meta['dirty']:
-        log(f'warning: {", ".join(stale) + " built before the last commit" if stale else ""}'
-            f'{"; " if stale and meta["dirty"] else ""}{"uncommitted changes" if meta["dirty"] else ""}'
-            ': the binaries may not match the commit recorded (use --build on a clean tree)')
-        meta['binaries_may_not_match_commit'] = True
+    bins = prepare(args, rundir)
+    meta = run_meta(args, bins)
 
     warren = Warren(bins['server'], args.warren_port, rundir)
     rabbit = RabbitMQ(args.rabbitmq_port, args.rabbitmq_dist_port, args.rabbitmq_node,

@@ -39,6 +39,9 @@ const KIND_PUBLISH: u8 = 1;
 const KIND_ACK: u8 = 2;
 const SUMMARY_MAGIC: &[u8; 6] = b"WRNIDX";
 const SUMMARY_VERSION: u16 = 1;
+/// An active segment with nothing live in it is sealed (so that it can be removed) once it
+/// is larger than this.
+const SEAL_IDLE_ABOVE: u64 = 64 * 1024;
 /// Acks buffered before they are written without waiting for a sync.
 const ACK_BATCH: usize = 4096;
 
@@ -755,6 +758,15 @@ impl MessageStore {
     /// segment whose live share fell below the threshold. Returns whether there is more to
     /// do. Call it when the store is idle, or every so often.
     pub fn compact(&mut self) -> Result<bool, StoreError> {
+        // An active segment that holds nothing live but takes room is sealed, so that it can
+        // go too: a drained store shrinks to an empty segment.
+        self.write_acks()?;
+        let active = self.log.active_segment();
+        let idle_active = self.segments.get(&active).is_some_and(|i| i.live == 0)
+            && self.log.segment_len(active).unwrap_or(0) > SEAL_IDLE_ABOVE;
+        if idle_active {
+            self.seal()?;
+        }
         let active = self.log.active_segment();
         let present: BTreeSet<u64> = self.segments.keys().copied().collect();
         let dead: Vec<u64> = self
@@ -790,6 +802,16 @@ impl MessageStore {
             self.compact_segment(segment)?;
         }
         Ok(!dead.is_empty() || target.is_some())
+    }
+
+    /// Closes the active segment (synced, with its summary) and starts a new one.
+    fn seal(&mut self) -> Result<(), StoreError> {
+        let before = self.log.active_segment();
+        let next = self.log.roll()?;
+        let summary = std::mem::take(&mut self.summary);
+        self.write_summary(before, &summary)?;
+        self.segments.entry(next).or_default();
+        Ok(())
     }
 
     fn sync_dir(&mut self) -> Result<(), StoreError> {

@@ -174,6 +174,18 @@ fn disk_use_follows_the_live_data() {
         drained.disk_bytes <= 8192 + 1024,
         "after the drain: {drained:?}"
     );
+    // A large active segment with nothing live is sealed and goes too.
+    let fresh: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let (mut big, _) = open(&fresh, 1 << 20);
+    let many: Vec<MessageRef> = (0..300)
+        .map(|_| put(&mut big, &[1], &body).unwrap())
+        .collect();
+    for m in &many {
+        big.ack(1, m).unwrap();
+    }
+    while big.compact().unwrap() {}
+    let st = big.stats();
+    assert!(st.disk_bytes < 1024, "a drained store shrinks: {st:?}");
     // Keep one message in ten: compaction moves the survivors and frees the rest.
     let ids: Vec<MessageRef> = (0..200)
         .map(|_| put(&mut s, &[1], &body).unwrap())
