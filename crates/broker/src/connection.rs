@@ -1667,10 +1667,13 @@ impl Ctx {
         Ok((tag, Some(cell)))
     }
 
-    /// Removes a consumer from its queue; an auto-delete queue left without consumers goes.
+    /// Removes a consumer from its queue; an auto-delete queue left without consumers goes
+    /// (not when the broker is shutting down: a durable one is kept for the restart, as
+    /// RabbitMQ keeps it).
     fn cancel_in_queue(&mut self, c: &ChannelConsumer) {
         let removed = c.queue.lock().queue.remove_consumer(c.id);
-        if removed.is_some_and(|r| r.auto_delete_now) {
+        let stopping = *self.shared.shutdown.borrow() && c.queue.store.is_some();
+        if removed.is_some_and(|r| r.auto_delete_now) && !stopping {
             if let Some(v) = &self.vhost {
                 if c.queue.lock().queue.consumer_count() == 0 {
                     v.delete_queue(&c.queue);
