@@ -1217,3 +1217,27 @@ async fn deleted_exchanges_and_removed_bindings_stay_gone() {
     assert_eq!(fetch_all(&ch, "sink").await, [("q".to_string(), false)]);
     b.stop().await;
 }
+
+/// RabbitMQ 3.10.8, observed: a durable auto-delete queue whose consumer is connected when the
+/// node stops is deleted (the consumer goes with its connection), one that never had a
+/// consumer is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_auto_delete_queues_across_a_shutdown() {
+    let dir = DataDir::new();
+    let b = dir.start().await;
+    let (_conn, ch) = b.lapin_channel().await;
+    let auto_delete = QueueDeclareOptions {
+        durable: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    for q in ["ad-consumed", "ad-idle"] {
+        within(ch.queue_declare(q, auto_delete, FieldTable::default()))
+            .await
+            .unwrap();
+    }
+    let _d = consume(&ch, "ad-consumed", "c", BasicConsumeOptions::default()).await;
+    let b = dir.restart(b).await;
+    assert_eq!(queue_names(&b, "/"), ["ad-idle"]);
+    b.stop().await;
+}
