@@ -1,7 +1,7 @@
 //! Online backup: a copy of everything durable at one instant, taken while publishers go on;
 //! a broker started on the copy has the definitions and exactly the messages of that instant.
 
-use crate::common::{TestBroker, start_with, within};
+use crate::common::{DataDir, declare_durable, start_with, within};
 use lapin::BasicProperties;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
@@ -10,43 +10,15 @@ use lapin::options::{
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("warren-backup-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        Self(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn start_on(dir: &Path) -> TestBroker {
-    let dir = dir.to_path_buf();
-    start_with(move |b| b.data_dir(dir)).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_taken_under_load_restores_that_instant() {
-    let data = Dir::new("data");
-    let copy = Dir::new("copy");
-    let b = start_on(&data.0).await;
+    let data = DataDir::new();
+    let copy = warren_testkit::TempDir::new("backup-copy");
+    let b = data.start().await;
     b.handle().add_user("ops", "secret", &["administrator"]);
     let (_c, ch) = b.lapin_channel().await;
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    within(ch.queue_declare("bq", durable, FieldTable::default()))
-        .await
-        .unwrap();
+    declare_durable(&ch, "bq").await;
     within(ch.confirm_select(ConfirmSelectOptions::default()))
         .await
         .unwrap();
@@ -100,7 +72,7 @@ async fn a_backup_taken_under_load_restores_that_instant() {
         }
     });
     let handle = b.handle();
-    let target = copy.0.clone();
+    let target = copy.path().to_path_buf();
     let report = tokio::task::spawn_blocking(move || handle.backup(&target))
         .await
         .unwrap()
@@ -108,10 +80,10 @@ async fn a_backup_taken_under_load_restores_that_instant() {
     assert!(report.files >= 2 && report.bytes > 0, "{report:?}");
     busy.await.unwrap();
     // A second backup into the same directory is refused: it must be empty.
-    assert!(b.handle().backup(&copy.0).is_err());
+    assert!(b.handle().backup(copy.path()).is_err());
     b.stop().await;
 
-    let r = start_on(&copy.0).await;
+    let r = start_with(|b| b.data_dir(copy.path())).await;
     assert!(
         r.handle().users_list().iter().any(|(u, _)| u == "ops"),
         "definitions are in the backup"

@@ -525,3 +525,47 @@ pub(crate) async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
     }
     v
 }
+
+/// A data directory for one test (removed when dropped) and brokers started on it.
+pub(crate) struct DataDir(warren_testkit::TempDir);
+
+impl DataDir {
+    pub(crate) fn new() -> Self {
+        Self(warren_testkit::TempDir::new("broker-data"))
+    }
+
+    pub(crate) fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+
+    /// Starts a broker (default users) keeping its state here.
+    pub(crate) async fn start(&self) -> TestBroker {
+        self.start_with(|b| b).await
+    }
+
+    /// Starts a broker keeping its state here, configured further by `f`.
+    pub(crate) async fn start_with(
+        &self,
+        f: impl FnOnce(BrokerBuilder) -> BrokerBuilder,
+    ) -> TestBroker {
+        let dir = self.path().to_path_buf();
+        start_with(move |b| f(b.data_dir(dir))).await
+    }
+
+    /// Shuts `b` down cleanly and starts a new broker on the same directory.
+    pub(crate) async fn restart(&self, b: TestBroker) -> TestBroker {
+        b.stop().await;
+        self.start().await
+    }
+}
+
+/// Declares a durable queue (no other flags, no arguments).
+pub(crate) async fn declare_durable(ch: &Channel, queue: &str) {
+    let options = lapin::options::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    within(ch.queue_declare(queue, options, FieldTable::default()))
+        .await
+        .expect("queue.declare succeeds");
+}

@@ -5,12 +5,10 @@
 //! definitions are durable; a malformed file is refused with a message naming the entry, and
 //! changes nothing.
 
-use crate::common::{TestBroker, lapin_connect, start, start_with, within};
+use crate::common::{DataDir, lapin_connect, start, start_with, within};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable as LapinTable};
 use serde_json::{Value, json};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use warren_amqp_codec::{FieldTable, FieldValue};
 use warren_broker::{BrokerHandle, Error, ImportReport};
 
@@ -339,32 +337,6 @@ async fn an_export_imports_into_a_fresh_broker_and_exports_the_same() {
     assert_eq!(b.handle().export_definitions(), first);
     a.stop().await;
     b.stop().await;
-}
-
-/// A fresh data directory under the system's temporary directory, removed when dropped.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "warren-broker-definitions-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        Self(p)
-    }
-
-    async fn start(&self) -> TestBroker {
-        start_with(|b| b.data_dir(&self.0)).await
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[tokio::test]

@@ -4,8 +4,8 @@
 //! messages of durable queues that were not settled for good, marked redelivered.
 
 use crate::common::{
-    TestBroker, amqp, amqp_error, channel_errors, consume, eventually, lapin_connect, next_error,
-    numbered, start_with, text, within,
+    DataDir, TestBroker, amqp, amqp_error, channel_errors, consume, declare_durable, eventually,
+    lapin_connect, next_error, numbered, text, within,
 };
 use amqprs::channel::{BasicPublishArguments, QueueDeclareArguments};
 use lapin::options::{
@@ -17,41 +17,6 @@ use lapin::options::{
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldArray, FieldTable};
 use lapin::{BasicProperties, Channel, ExchangeKind};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// A fresh data directory under the system's temporary directory, removed when dropped.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "warren-broker-durability-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        Self(p)
-    }
-
-    /// Starts a broker (default users) keeping its state here.
-    async fn start(&self) -> TestBroker {
-        start_with(|b| b.data_dir(&self.0)).await
-    }
-
-    /// Shuts `b` down cleanly and starts a new broker on the same directory.
-    async fn restart(&self, b: TestBroker) -> TestBroker {
-        b.stop().await;
-        self.start().await
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The names of the exchanges every virtual host has.
 const BUILT_IN: [&str; 7] = [
@@ -80,10 +45,6 @@ async fn declare_queue(ch: &Channel, name: &str, options: QueueDeclareOptions) {
     within(ch.queue_declare(name, options, FieldTable::default()))
         .await
         .expect("queue.declare succeeds");
-}
-
-async fn declare_durable(ch: &Channel, name: &str) {
-    declare_queue(ch, name, queue_opts(true, false)).await;
 }
 
 async fn declare_exchange(

@@ -3,7 +3,7 @@
 //! reach it. Paged-out transient messages are not recovered after a restart; persistent ones
 //! of durable queues are.
 
-use crate::common::{TestBroker, consume, eventually, start_with, within};
+use crate::common::{DataDir, TestBroker, consume, declare_durable, eventually, within};
 use lapin::BasicProperties;
 use lapin::Channel;
 use lapin::options::{
@@ -12,30 +12,16 @@ use lapin::options::{
 };
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
-use std::path::PathBuf;
 
 const BUDGET: u64 = 512 * 1024;
 const BODY: usize = 1024;
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("warren-paging-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        Self(p)
-    }
-
-    async fn start(&self) -> TestBroker {
-        let dir = self.0.clone();
-        start_with(move |b| b.data_dir(dir).paging_budget(BUDGET)).await
-    }
+fn dir() -> DataDir {
+    DataDir::new()
 }
 
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+async fn start_on(dir: &DataDir) -> TestBroker {
+    dir.start_with(|b| b.paging_budget(BUDGET)).await
 }
 
 fn body(i: usize) -> Vec<u8> {
@@ -95,8 +81,8 @@ async fn drain_in_order(ch: &Channel, queue: &str, n: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_backlog_pages_out_and_drains_in_order() {
-    let dir = Dir::new("transient");
-    let b = dir.start().await;
+    let dir = dir();
+    let b = start_on(&dir).await;
     let (_c, ch) = b.lapin_channel().await;
     within(ch.queue_declare("tq", QueueDeclareOptions::default(), FieldTable::default()))
         .await
@@ -133,16 +119,10 @@ async fn a_transient_backlog_pages_out_and_drains_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_backlog_comes_back_paged_out_after_a_restart() {
-    let dir = Dir::new("persistent");
-    let b = dir.start().await;
+    let dir = dir();
+    let b = start_on(&dir).await;
     let (_c, ch) = b.lapin_channel().await;
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    within(ch.queue_declare("dq", durable, FieldTable::default()))
-        .await
-        .unwrap();
+    declare_durable(&ch, "dq").await;
     within(ch.queue_declare("tq", QueueDeclareOptions::default(), FieldTable::default()))
         .await
         .unwrap();
@@ -155,7 +135,7 @@ async fn a_persistent_backlog_comes_back_paged_out_after_a_restart() {
     publish(&ch, "tq", 5_000, false).await;
     b.stop().await;
 
-    let b = dir.start().await;
+    let b = start_on(&dir).await;
     let c = b.handle().counters();
     assert_eq!(
         c.stored_messages as usize, n,

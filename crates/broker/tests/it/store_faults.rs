@@ -4,9 +4,8 @@
 
 use crate::common::*;
 use lapin::BasicProperties;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::Confirmation;
-use lapin::types::FieldTable;
 use std::sync::Arc;
 use warren_store::{CrashBackend, Fault};
 
@@ -19,13 +18,7 @@ async fn a_failed_sync_is_never_confirmed_and_stops_persistent_publishing() {
     let crash = CrashBackend::new();
     let b = start_with(|b| b.storage(Arc::new(crash.clone()))).await;
     let (_c, ch) = b.lapin_channel().await;
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    within(ch.queue_declare("dq", durable, FieldTable::default()))
-        .await
-        .unwrap();
+    declare_durable(&ch, "dq").await;
     declare(&ch, "tq").await;
     within(ch.confirm_select(ConfirmSelectOptions::default()))
         .await

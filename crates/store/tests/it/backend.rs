@@ -1,40 +1,17 @@
 //! Every backend passes the conformance suite; the crash backend loses exactly what a power
 //! cut could, and fails exactly the operations it is told to.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use warren_store::backend::conformance;
 use warren_store::{Backend, CrashBackend, Fault, FileBackend, MemoryBackend};
-
-/// A fresh directory under the system's temporary directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "warren-store-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use warren_testkit::TempDir;
 
 #[test]
 fn the_file_backend_conforms() {
     let dirs = std::sync::Mutex::new(Vec::new());
     conformance(&|| {
-        let d = TempDir::new();
-        let b = FileBackend::new(&d.0).expect("temp dir");
+        let d = TempDir::new("store-test");
+        let b = FileBackend::new(d.path()).expect("temp dir");
         dirs.lock().unwrap().push(d);
         Arc::new(b) as Arc<dyn Backend>
     });
@@ -59,15 +36,15 @@ fn read_all(b: &dyn Backend, name: &str) -> Vec<u8> {
 
 #[test]
 fn files_on_disk_outlive_their_backend() {
-    let d = TempDir::new();
+    let d = TempDir::new("store-test");
     {
-        let b = FileBackend::new(&d.0).unwrap();
+        let b = FileBackend::new(d.path()).unwrap();
         let f = b.open("seg/1.log").unwrap();
         f.write_at(b"kept", 0).unwrap();
         f.sync_data().unwrap();
         b.sync_dir().unwrap();
     }
-    let again = FileBackend::new(&d.0).unwrap();
+    let again = FileBackend::new(d.path()).unwrap();
     assert_eq!(again.list().unwrap(), ["seg/1.log"]);
     assert_eq!(read_all(&again, "seg/1.log"), b"kept");
 }
