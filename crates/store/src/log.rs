@@ -607,24 +607,8 @@ impl Log {
         let name = self.segment_name(id);
         let data = read_exact_at(seg.file.as_ref(), 0, seg.len as usize)
             .map_err(io_err(format!("reading {name}")))?;
-        let mut at = SEGMENT_HEADER as usize;
-        while at < data.len() {
-            match record_at(&data, at) {
-                Some((kind, payload)) => {
-                    let position = Position {
-                        segment: id,
-                        offset: at as u64,
-                    };
-                    visit(
-                        position,
-                        kind,
-                        data.get(payload.clone()).unwrap_or_default(),
-                    );
-                    at = payload.end;
-                }
-                None => at += 1,
-            }
-        }
+        // Damage here was reported when the segment was recovered.
+        Self::scan(id, &data, &mut Vec::new(), &mut visit);
         Ok(())
     }
 
