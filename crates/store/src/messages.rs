@@ -218,7 +218,7 @@ fn get_u16(b: &[u8], at: &mut usize) -> Option<u16> {
 /// A publish record's head: id, size, queues, and where its data starts.
 fn parse_publish(payload: &[u8]) -> Option<(u64, u32, Vec<u64>, usize)> {
     let mut at = 0;
-    let id = get_u64(payload, &mut at)?;
+    let id = get_u64(payload, &mut at).filter(|id| valid_id(*id))?;
     let size = get_u32(payload, &mut at)?;
     let n = get_u16(payload, &mut at)?;
     let mut queues = Vec::with_capacity(usize::from(n));
@@ -235,11 +235,17 @@ fn parse_acks(payload: &[u8]) -> Option<Vec<(u64, u64, u64)>> {
     for _ in 0..n {
         out.push((
             get_u64(payload, &mut at)?,
-            get_u64(payload, &mut at)?,
+            get_u64(payload, &mut at).filter(|id| valid_id(*id))?,
             get_u64(payload, &mut at)?,
         ));
     }
     (at == payload.len()).then_some(out)
+}
+
+/// Ids the store gives out: from 1, far below where adding to them could overflow. A record
+/// naming another (it passed its checksum but was not written by the store) is malformed.
+fn valid_id(id: u64) -> bool {
+    id != 0 && id < 1 << 62
 }
 
 /// One record as recovery sees it.
@@ -261,6 +267,20 @@ fn summary_entry(out: &mut Vec<u8>, offset: u64, size: u32, kind: u8, head: &[u8
     out.extend_from_slice(&size.to_le_bytes());
     out.extend_from_slice(&(head.len() as u32).to_le_bytes());
     out.extend_from_slice(head);
+}
+
+/// Records that passed their checksum but are not the store's: reported, skipped.
+#[derive(Default)]
+struct Malformed(Vec<Damage>);
+
+impl Malformed {
+    fn push(&mut self, at: Position, size: u32) {
+        self.0.push(Damage::Skipped {
+            segment: at.segment,
+            offset: at.offset,
+            len: u64::from(size),
+        });
+    }
 }
 
 /// Parses a summary file: the records of its segment without their data.
@@ -367,6 +387,7 @@ impl MessageStore {
         let mut segments_done = 0u64;
         let mut last_report = std::time::Instant::now();
         let seen_cell = std::cell::RefCell::new(&mut seen);
+        let mut malformed = Malformed::default();
         let (log, damage) = Log::open_with(
             backend.clone(),
             log_options,
@@ -381,29 +402,28 @@ impl MessageStore {
             |position, kind, payload| {
                 let size = (payload.len() + crate::log::RECORD_HEADER) as u32;
                 match kind {
-                    KIND_PUBLISH => {
-                        if let Some((id, len, queues, _)) = parse_publish(payload) {
-                            seen_cell.borrow_mut().push(Seen::Publish {
-                                id,
-                                len,
-                                queues,
-                                position,
-                                size,
-                            });
-                        }
-                    }
-                    KIND_ACK => {
-                        if let Some(acks) = parse_acks(payload) {
-                            seen_cell
-                                .borrow_mut()
-                                .push(Seen::Acks(position.segment, acks));
-                        }
-                    }
-                    _ => {}
+                    KIND_PUBLISH => match parse_publish(payload) {
+                        Some((id, len, queues, _)) => seen_cell.borrow_mut().push(Seen::Publish {
+                            id,
+                            len,
+                            queues,
+                            position,
+                            size,
+                        }),
+                        None => malformed.push(position, size),
+                    },
+                    KIND_ACK => match parse_acks(payload) {
+                        Some(acks) => seen_cell
+                            .borrow_mut()
+                            .push(Seen::Acks(position.segment, acks)),
+                        None => malformed.push(position, size),
+                    },
+                    _ => malformed.push(position, size),
                 }
             },
         )?;
         recovered.damage = damage;
+        recovered.damage.extend(malformed.0);
         let mut store = Self {
             options,
             segments: log
@@ -423,7 +443,7 @@ impl MessageStore {
             scratch: Vec::new(),
         };
         recovered.summarized = summarized.len();
-        recovered.scanned = store.segments.len() - summarized.len();
+        recovered.scanned = store.segments.len().saturating_sub(summarized.len());
         // The latest record of each message wins (compaction writes live messages again, with
         // the queues that still held them); an ack anywhere cancels its reference.
         let mut latest: HashMap<u64, (Vec<u64>, Position, u32, u32)> = HashMap::new();
