@@ -403,9 +403,30 @@ impl CrashBackend {
     /// data made durable by `sync_data`. `torn` octets of the first unsynced write past the
     /// durable end of each file survive too (a torn write), if there are that many.
     pub fn crash(&self, torn: usize) -> MemoryBackend {
+        MemoryBackend::with_files(self.image(torn))
+    }
+
+    /// A crash backend whose files are those a power cut now would leave (as [`Self::crash`]),
+    /// all durable: the machine restarted, and can crash again.
+    pub fn restarted(&self, torn: usize) -> CrashBackend {
+        let after = Self::new();
+        {
+            let mut s = lock(&after.state);
+            for (name, data) in self.image(torn) {
+                let file = Arc::new(Mutex::new(CrashFile {
+                    current: data.clone(),
+                    durable: data,
+                }));
+                s.names.insert(name.clone(), file.clone());
+                s.durable_names.insert(name, file);
+            }
+        }
+        after
+    }
+
+    fn image(&self, torn: usize) -> BTreeMap<String, Vec<u8>> {
         let s = lock(&self.state);
-        let files = s
-            .durable_names
+        s.durable_names
             .iter()
             .map(|(name, f)| {
                 let f = lock(f);
@@ -419,8 +440,7 @@ impl CrashBackend {
                 }
                 (name.clone(), data)
             })
-            .collect();
-        MemoryBackend::with_files(files)
+            .collect()
     }
 
     fn take_fault(&self, fault: Fault) -> bool {

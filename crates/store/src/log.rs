@@ -178,12 +178,16 @@ pub struct SyncJob {
     file: Arc<dyn BackendFile>,
     dir: Option<Arc<dyn Backend>>,
     name: String,
+    gate: Arc<std::sync::Mutex<()>>,
 }
 
 impl SyncJob {
     /// `fdatasync` of the active segment (and a directory sync if segments were created or
     /// removed). On failure, pass the error to [`Log::poison`]: it is fatal.
     pub fn run(self) -> Result<(), StoreError> {
+        // One `fdatasync` of the log at a time: the kernel reports a writeback error to one
+        // caller only, and the one that gets it must be the one that stops the log.
+        let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
         self.file
             .sync_data()
             .map_err(io_err(format!("fdatasync of {}", self.name)))?;
@@ -207,6 +211,8 @@ pub struct Log {
     /// Appends since the last sync.
     dirty: bool,
     poisoned: Option<String>,
+    /// Held by every `fdatasync` of the log's files (see [`SyncJob::run`]).
+    gate: Arc<std::sync::Mutex<()>>,
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -295,6 +301,7 @@ impl Log {
             new_segments: false,
             dirty: false,
             poisoned: None,
+            gate: Arc::default(),
         };
         let ids = log.segment_ids()?;
         let last = ids.last().copied();
@@ -476,7 +483,9 @@ impl Log {
         let size = (RECORD_HEADER + payload.len()) as u64;
         let active_len = self.segments.get(&self.active).map_or(0, |s| s.len);
         if active_len > SEGMENT_HEADER && active_len + size > self.options.segment_size {
-            // The old segment's appends must be durable before the next segment's are.
+            // The old segment's appends must be durable before the next segment's are (also
+            // those a sync job in flight covers: waiting for the gate waits for it).
+            self.dirty = true;
             self.sync_active()?;
             self.start_segment(self.active + 1)?;
         }
@@ -508,6 +517,8 @@ impl Log {
             return Ok(());
         }
         let name = self.segment_name(self.active);
+        let gate = self.gate.clone();
+        let _gate = gate.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(seg) = self.segments.get(&self.active) {
             let file = seg.file.clone();
             file.sync_data().map_err(|source| {
@@ -560,6 +571,7 @@ impl Log {
             file,
             dir,
             name: self.segment_name(self.active),
+            gate: self.gate.clone(),
         }))
     }
 
@@ -657,6 +669,7 @@ impl Log {
     /// Compaction writes its snapshot there, then removes the older segments.
     pub fn roll(&mut self) -> Result<u64, StoreError> {
         self.check()?;
+        self.dirty = true;
         self.sync_active()?;
         self.start_segment(self.active + 1)?;
         Ok(self.active)

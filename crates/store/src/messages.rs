@@ -110,6 +110,9 @@ pub struct Recovered {
     pub scanned: usize,
     /// Segments rebuilt from their summaries.
     pub summarized: usize,
+    /// Every queue reference a surviving publish record names (known or not): a queue number
+    /// still named on disk must not be given to a new queue.
+    pub queues_named: BTreeSet<u64>,
 }
 
 /// Counts of the store, for reports and tests.
@@ -164,6 +167,9 @@ struct SegmentInfo {
     dropped: HashSet<(u64, u64)>,
     /// Older segments whose publishes this segment's acks cancel.
     cancels: BTreeSet<u64>,
+    /// Octets of ack records written here (a segment of little but acks still needed gains
+    /// nothing from being compacted: the acks would only be written again).
+    ack_bytes: u64,
 }
 
 /// A live message of a segment being compacted, to be written again.
@@ -284,7 +290,9 @@ impl Malformed {
 }
 
 /// Parses a summary file: the records of its segment without their data.
-fn parse_summary(segment: u64, file: &[u8], out: &mut Vec<Seen>) -> Option<()> {
+/// `segment_len`: the segment file's length; a summary naming records past it (the segment
+/// lost a tail its summary had seen) is not trusted.
+fn parse_summary(segment: u64, segment_len: u64, file: &[u8], out: &mut Vec<Seen>) -> Option<()> {
     let mut at = 0;
     if file.get(..6)? != SUMMARY_MAGIC {
         return None;
@@ -309,6 +317,9 @@ fn parse_summary(segment: u64, file: &[u8], out: &mut Vec<Seen>) -> Option<()> {
         let hlen = get_u32(body, &mut at)? as usize;
         let head = body.get(at..at.checked_add(hlen)?)?;
         at += hlen;
+        if offset.checked_add(u64::from(size))? > segment_len {
+            return None;
+        }
         match kind {
             KIND_PUBLISH => {
                 let (id, len, queues, _) = parse_publish(head)?;
@@ -376,7 +387,11 @@ impl MessageStore {
                 Ok(n) if n == data.len() => {}
                 _ => return false,
             }
-            let ok = parse_summary(segment, &data, seen).is_some();
+            let seg_len = backend
+                .open(&format!("{}/{segment:016x}.seg", options.prefix))
+                .and_then(|f| f.len())
+                .unwrap_or(0);
+            let ok = parse_summary(segment, seg_len, &data, seen).is_some();
             if ok {
                 summarized.insert(segment);
             } else {
@@ -447,6 +462,7 @@ impl MessageStore {
         // The latest record of each message wins (compaction writes live messages again, with
         // the queues that still held them); an ack anywhere cancels its reference.
         let mut latest: HashMap<u64, (Vec<u64>, Position, u32, u32)> = HashMap::new();
+        let mut interrupted: BTreeSet<u64> = BTreeSet::new();
         let mut acked: HashSet<(u64, u64)> = HashSet::new();
         for s in seen {
             match s {
@@ -458,9 +474,12 @@ impl MessageStore {
                     size,
                 } => {
                     store.next_id = store.next_id.max(id + 1);
+                    recovered.queues_named.extend(queues.iter().copied());
                     // An older record of the same message (compaction was cut short) is
-                    // stale: its segment must not copy it again.
+                    // stale: its segment must not copy it again, and it must go before the
+                    // segment of the newer copy can (see the end of `open`).
                     if let Some((_, old, _, _)) = latest.insert(id, (queues, position, size, len)) {
+                        interrupted.insert(old.segment);
                         store
                             .segments
                             .entry(old.segment)
@@ -523,6 +542,16 @@ impl MessageStore {
         store.written = store.next_id - 1;
         // The active segment gets its summary rebuilt from its records.
         store.rebuild_active_summary()?;
+        // A compaction a crash cut short left older copies behind: finish it now, so that no
+        // segment holding the newer copy (and the acks that follow it) can go while an older
+        // copy, naming more queues, stays.
+        let active = store.log.active_segment();
+        for segment in interrupted.into_iter().filter(|s| *s != active) {
+            if store.segments.contains_key(&segment) {
+                tracing::info!(segment, "finishing a compaction a crash cut short");
+                store.compact_segment(segment)?;
+            }
+        }
         // A store that recovery found inconsistent in a way that matters is reported by the
         // caller from `damage`; a crash between compaction steps leaves duplicates, which the
         // latest-record rule above resolved.
@@ -705,8 +734,9 @@ impl MessageStore {
             payload.extend_from_slice(&seg.to_le_bytes());
         }
         let len = payload.len();
-        let (position, _) = self.append(KIND_ACK, &payload, len)?;
+        let (position, size) = self.append(KIND_ACK, &payload, len)?;
         let info = self.segments.entry(position.segment).or_default();
+        info.ack_bytes += u64::from(size);
         for (_, _, seg) in acks {
             if seg != position.segment {
                 info.cancels.insert(seg);
@@ -782,8 +812,11 @@ impl MessageStore {
         // go too: a drained store shrinks to an empty segment.
         self.write_acks()?;
         let active = self.log.active_segment();
-        let idle_active = self.segments.get(&active).is_some_and(|i| i.live == 0)
-            && self.log.segment_len(active).unwrap_or(0) > SEAL_IDLE_ABOVE;
+        let len = self.log.segment_len(active).unwrap_or(0);
+        let idle_active = self
+            .segments
+            .get(&active)
+            .is_some_and(|i| i.live == 0 && len.saturating_sub(i.ack_bytes) > SEAL_IDLE_ABOVE);
         if idle_active {
             self.seal()?;
         }
@@ -815,7 +848,9 @@ impl MessageStore {
         let target = self.segments.iter().find_map(|(id, info)| {
             let len = self.log.segment_len(*id)?;
             let sparse = (info.live_bytes as f64) < self.options.compact_below * len as f64;
-            let blocked = info.live == 0 && info.cancels.iter().any(|c| present.contains(c));
+            let blocked = info.live == 0
+                && info.ack_bytes < len / 2
+                && info.cancels.iter().any(|c| present.contains(c));
             (*id != active && sparse && (info.live > 0 || blocked)).then_some(*id)
         });
         if let Some(segment) = target {
@@ -872,6 +907,9 @@ impl MessageStore {
             .unwrap_or_default();
         let mut live: Vec<Live> = Vec::new();
         let mut acks: Vec<(u64, u64, u64)> = Vec::new();
+        // References already dropped from messages written again: a repeated ack for one of
+        // them must still be ignored where the message goes.
+        let mut carried: Vec<(u64, u64)> = Vec::new();
         let moved = &self.moved;
         let segments = &self.segments;
         self.log
@@ -884,10 +922,9 @@ impl MessageStore {
                     if dead.contains(&id) || moved.get(&id).is_some_and(|(p, _)| *p != position) {
                         return;
                     }
-                    let queues: Vec<u64> = queues
-                        .into_iter()
-                        .filter(|q| !dropped.remove(&(*q, id)))
-                        .collect();
+                    let (gone, queues): (Vec<u64>, Vec<u64>) =
+                        queues.into_iter().partition(|q| dropped.remove(&(*q, id)));
+                    carried.extend(gone.into_iter().map(|q| (q, id)));
                     let record = (payload.len() + crate::log::RECORD_HEADER) as u32;
                     live.push(Live {
                         id,
@@ -933,6 +970,15 @@ impl MessageStore {
             }
             self.moved.insert(id, (at.position(), at.record));
             self.moved_count += 1;
+        }
+        for (q, id) in carried {
+            if let Some((p, _)) = self.moved.get(&id) {
+                self.segments
+                    .entry(p.segment)
+                    .or_default()
+                    .dropped
+                    .insert((q, id));
+            }
         }
         self.acks.extend(acks);
         // The copies must be durable before the originals go.
