@@ -882,7 +882,7 @@ impl Conn {
                     let id = m.stored_id();
                     if id != 0 && id <= synced {
                         c.settle(*seq, true);
-                    } else if failed {
+                    } else if failed || m.refused() {
                         // Never confirmed: the store could not make it durable.
                         c.settle(*seq, false);
                     } else {
@@ -1358,8 +1358,9 @@ fn enqueue(
             }
             i += 1;
             if s.deleted {
-                if *has_ref {
-                    cell.forget([&**m]);
+                // Written for this queue (persistent, or to be paged out): dropped with it.
+                if let (true, Some(at)) = (*has_ref, m.stored()) {
+                    cell.drop_refs(&[(cell.ref_for(m.persistent), at)]);
                 }
                 continue;
             }

@@ -335,6 +335,22 @@ impl Durable {
         for d in &recovered.damage {
             tracing::error!(store = "messages", damage = %d, "recovery skipped damaged data");
         }
+        // A queue number still named by a definition or on disk is never given again (the
+        // stored counter alone could lag: declarations in two vhosts record it in either order).
+        let named = defs
+            .queues
+            .iter()
+            .map(|q| q.id)
+            .chain(
+                recovered
+                    .queues_named
+                    .iter()
+                    .copied()
+                    .filter(|q| q & crate::paging::TRANSIENT_REF == 0),
+            )
+            .max()
+            .unwrap_or(0);
+        let next_queue = next_queue.max(named + 1);
         // Paging scratch from the last run.
         if let Ok(names) = backend.list() {
             let prefix = format!("{}/", crate::paging::SPILL_PREFIX);
@@ -498,6 +514,14 @@ impl Durable {
             m.encode_stored(&mut buf);
             match store.publish(qs, &buf, m.body.len() as u32) {
                 Ok(at) => m.set_stored(at),
+                // This message only: it stays in memory and its publisher gets a nack.
+                Err(StoreError::TooLarge(n)) => {
+                    tracing::warn!(
+                        octets = n,
+                        "a persistent message too large for the store is not kept"
+                    );
+                    m.set_refused();
+                }
                 Err(e) => {
                     drop(store);
                     self.fail(&e);
@@ -518,6 +542,8 @@ impl Durable {
         let r = lock(&self.store).publish(&[queue_ref], &buf, m.body.len() as u32);
         match r {
             Ok(at) => Some(at),
+            // Too large to page out: it stays in memory.
+            Err(StoreError::TooLarge(_)) => None,
             Err(e) => {
                 self.fail(&e);
                 None
@@ -525,7 +551,8 @@ impl Durable {
         }
     }
 
-    /// Reads a message back (paging); `None` (logged) if it cannot be read.
+    /// Reads a message back (paging); `None` (logged) if it cannot be read: its reference is
+    /// kept (the message comes back after a restart if the disk allows), never dropped here.
     pub(crate) fn read_message(
         &self,
         at: &MessageRef,
@@ -639,10 +666,18 @@ impl Durable {
             }
             // Give disk space back, one step at a time: when idle, and at least every
             // second under load (a busy store must not grow without bound).
-            let paused = self.backup_running.load(Ordering::Acquire);
-            if !stop && !paused && (!wanted || compacted.elapsed() >= COMPACT_EVERY) {
+            if !stop && (!wanted || compacted.elapsed() >= COMPACT_EVERY) {
                 compacted = std::time::Instant::now();
-                let r = lock(&self.store).compact();
+                let r = {
+                    // The backup sets its flag under this lock: a compaction never removes
+                    // a segment a backup is copying.
+                    let mut store = lock(&self.store);
+                    if self.backup_running.load(Ordering::Acquire) {
+                        Ok(false)
+                    } else {
+                        store.compact()
+                    }
+                };
                 if let Err(e) = r {
                     self.fail(&e);
                 }
@@ -663,8 +698,13 @@ impl Durable {
         match ticket {
             Ok(Some(t)) => match t.run() {
                 Ok(upto) => {
-                    self.synced.fetch_max(upto, Ordering::AcqRel);
-                    self.syncs.fetch_add(1, Ordering::Relaxed);
+                    // Under the store's lock, and only if no other sync of the same file
+                    // failed meanwhile (the kernel reports a writeback error once).
+                    let store = lock(&self.store);
+                    if store.failure().is_none() {
+                        self.synced.fetch_max(upto, Ordering::AcqRel);
+                        self.syncs.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Err(e) => {
                     self.fail(&e);
@@ -673,7 +713,10 @@ impl Durable {
             },
             // Nothing unsynced: a sync made elsewhere (compaction, a backup) covered it all.
             Ok(None) => {
-                self.synced.fetch_max(written, Ordering::AcqRel);
+                let store = lock(&self.store);
+                if store.failure().is_none() {
+                    self.synced.fetch_max(written, Ordering::AcqRel);
+                }
             }
             Err(e) => {
                 self.fail(&e);
@@ -702,7 +745,10 @@ impl Durable {
             )));
         }
         let out = warren_store::FileBackend::new(target).map_err(dir_err)?;
-        self.backup_running.store(true, Ordering::Release);
+        {
+            let _store = lock(&self.store);
+            self.backup_running.store(true, Ordering::Release);
+        }
         let result: Result<BackupReport, DurableError> = (|| {
             let meta = lock(&self.meta);
             let files = {

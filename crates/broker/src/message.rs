@@ -47,6 +47,8 @@ pub(crate) struct Message {
     /// For a message read back from a queue's spill: the reference under which that queue
     /// holds it in the store (0: none).
     read_for: AtomicU64,
+    /// Persistent, but the store could not take it (too large): its publisher gets a nack.
+    refused: std::sync::atomic::AtomicBool,
     weight: i64,
     gauge: Arc<MemoryGauge>,
 }
@@ -88,6 +90,7 @@ impl Message {
             persistent: properties.delivery_mode == Some(2),
             stored: OnceLock::new(),
             read_for: AtomicU64::new(0),
+            refused: std::sync::atomic::AtomicBool::new(false),
             weight,
             gauge: gauge.clone(),
         })
@@ -105,6 +108,15 @@ impl Message {
 
     pub(crate) fn set_stored(&self, at: MessageRef) {
         let _ = self.stored.set(at);
+    }
+
+    /// The store refused it (too large): not kept, its confirm is a nack.
+    pub(crate) fn refused(&self) -> bool {
+        self.refused.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_refused(&self) {
+        self.refused.store(true, Ordering::Release);
     }
 
     /// The queue reference this message was read back for (0: none).

@@ -82,6 +82,7 @@ impl Spill {
         name: &str,
         m: Spilled,
     ) -> std::io::Result<()> {
+        let before = self.buffer.len();
         self.buffer.extend_from_slice(&m.at.id.to_le_bytes());
         self.buffer.extend_from_slice(&m.at.segment.to_le_bytes());
         self.buffer.extend_from_slice(&m.at.offset.to_le_bytes());
@@ -90,11 +91,15 @@ impl Spill {
         let flags = u32::from(m.redelivered) | (u32::from(m.transient) << 1);
         self.buffer.extend_from_slice(&flags.to_le_bytes());
         self.buffer.extend_from_slice(&0u32.to_le_bytes());
+        if self.buffer.len() >= WRITE_BATCH * ENTRY {
+            if let Err(e) = self.flush(backend, name) {
+                // Not in the spill: the caller keeps the message in memory.
+                self.buffer.truncate(before);
+                return Err(e);
+            }
+        }
         self.count += 1;
         self.bytes += u64::from(m.len);
-        if self.buffer.len() >= WRITE_BATCH * ENTRY {
-            self.flush(backend, name)?;
-        }
         Ok(())
     }
 
@@ -151,22 +156,22 @@ impl Spill {
             self.bytes = self.bytes.saturating_sub(u64::from(m.len));
         }
         if self.count == 0 {
-            self.reset()?;
+            self.reset();
         }
         Ok(out)
     }
 
-    /// Empties the spill (the file is truncated, kept for reuse).
-    fn reset(&mut self) -> std::io::Result<()> {
+    /// Empties the spill (the file is truncated, kept for reuse; if truncating fails, the
+    /// next entries overwrite it from the start all the same).
+    fn reset(&mut self) {
         self.head = 0;
         self.written = 0;
         self.buffer.clear();
         self.count = 0;
         self.bytes = 0;
         if let Some(f) = &self.file {
-            f.set_len(0)?;
+            let _ = f.set_len(0);
         }
-        Ok(())
     }
 
     /// Takes everything (a purge or a delete).

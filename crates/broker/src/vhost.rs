@@ -305,8 +305,9 @@ impl QueueCell {
                         state.queue.publish(m);
                     }
                 }
-                // Logged by the store; the reference goes so that the space is freed.
-                None => d.ack(&[(queue_ref, e.at)]),
+                // Logged; the reference stays (after a restart the message is recovered if the
+                // disk lets it be read): a read error must never drop a confirmed message.
+                None => {}
             }
         }
         if state.spill.is_empty() {

@@ -32,8 +32,9 @@ pub const SEGMENT_MAGIC: &[u8; 6] = b"WRNSEG";
 pub const SEGMENT_VERSION: u16 = 1;
 /// Octets of the segment header.
 pub const SEGMENT_HEADER: u64 = 16;
-/// The largest payload a record may carry.
-pub const MAX_RECORD: usize = 128 * 1024 * 1024;
+/// The largest payload a record may carry: RabbitMQ's largest message (512 MiB) and room
+/// for what goes with it.
+pub const MAX_RECORD: usize = 513 * 1024 * 1024;
 
 /// Errors of the store.
 #[non_exhaustive]
