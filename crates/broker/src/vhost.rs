@@ -296,18 +296,15 @@ impl QueueCell {
             } else {
                 self.ref_for(true)
             };
-            match d.read_message(&e.at, &gauge) {
-                Some(m) => {
-                    m.set_read_for(queue_ref);
-                    if e.redelivered {
-                        state.queue.publish_recovered(m);
-                    } else {
-                        state.queue.publish(m);
-                    }
+            // On a read error (logged) the reference stays: after a restart the message is
+            // recovered if the disk lets it be read; a read error never drops a message.
+            if let Some(m) = d.read_message(&e.at, &gauge) {
+                m.set_read_for(queue_ref);
+                if e.redelivered {
+                    state.queue.publish_recovered(m);
+                } else {
+                    state.queue.publish(m);
                 }
-                // Logged; the reference stays (after a restart the message is recovered if the
-                // disk lets it be read): a read error must never drop a confirmed message.
-                None => {}
             }
         }
         if state.spill.is_empty() {
