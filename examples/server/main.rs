@@ -96,8 +96,9 @@ struct Args {
     /// A definitions file in RabbitMQ's JSON format to import at start.
     #[arg(long, value_name = "FILE")]
     import_definitions: Option<PathBuf>,
-    /// Message memory past which queue backlogs page out to disk (a size, as for the
-    /// watermark; default: half the memory high watermark).
+    /// The memory queue backlogs may make the server use: past half of it in messages, they
+    /// page out to disk (a size, as for the watermark; default: half the memory high
+    /// watermark).
     #[arg(long)]
     paging_budget: Option<String>,
     /// Where SIGUSR1 writes an online backup (a new directory per backup, named by the time).

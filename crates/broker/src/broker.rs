@@ -145,7 +145,9 @@ impl Shared {
                 .memory_high_watermark
                 .map_or(256 << 20, |w| w / 2)
         });
-        self.gauge.used() > budget
+        // Messages page out past half the budget: the other half is for everything else a
+        // server holds (connections, buffers, read-ahead, allocator overhead).
+        self.gauge.used() > budget / 2
     }
 
     /// Records definition changes, if the broker keeps them; a failure is logged.
@@ -320,10 +322,12 @@ impl BrokerBuilder {
         self
     }
 
-    /// Message memory past which queue backlogs page out to the store: each queue keeps a
-    /// head in memory and the rest of its messages (transient ones too) live only on disk,
-    /// read back ahead of its consumers. Only with a data directory (or storage). Default:
-    /// half the memory high watermark, or 256 MiB without one.
+    /// The memory a backlog may make the server use: past half of it in messages, queue
+    /// backlogs page out to the store (the other half is headroom for everything else the
+    /// server holds): each queue keeps a head in memory and the rest of its messages
+    /// (transient ones too) live only on disk, read back ahead of its consumers. Only with a
+    /// data directory (or storage). Default: half the memory high watermark, or 256 MiB
+    /// without one.
     pub fn paging_budget(mut self, bytes: u64) -> Self {
         self.config.paging_budget = Some(bytes);
         self

@@ -105,7 +105,7 @@ async fn a_transient_backlog_pages_out_and_drains_in_order() {
         c.message_memory
     );
     assert!(c.store_disk_bytes > 10 << 20, "{c:?}");
-    // Paging starts past the budget once the queue holds a head of 2,048 in memory.
+    // Paging starts past half the budget once the queue holds a head of 2,048 in memory.
     assert_eq!(c.stored_messages as usize, n - 2048, "paged out: {c:?}");
     assert_eq!(drain_in_order(&ch, "tq", n).await, 0);
     assert_eq!(b.handle().counters().stored_messages, 0);
