@@ -569,3 +569,16 @@ pub(crate) async fn declare_durable(ch: &Channel, queue: &str) {
         .await
         .expect("queue.declare succeeds");
 }
+
+/// Binds a queue to an exchange with a routing key (no arguments).
+pub(crate) async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
+    within(ch.queue_bind(
+        queue,
+        exchange,
+        key,
+        lapin::options::QueueBindOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("queue.bind succeeds");
+}

@@ -4,8 +4,8 @@
 //! messages of durable queues that were not settled for good, marked redelivered.
 
 use crate::common::{
-    DataDir, TestBroker, amqp, amqp_error, channel_errors, consume, declare_durable, eventually,
-    lapin_connect, next_error, numbered, text, within,
+    DataDir, TestBroker, amqp, amqp_error, bind, channel_errors, consume, declare_durable,
+    eventually, lapin_connect, next_error, numbered, text, within,
 };
 use amqprs::channel::{BasicPublishArguments, QueueDeclareArguments};
 use lapin::options::{
@@ -62,18 +62,6 @@ async fn declare_exchange(
     within(ch.exchange_declare(name, kind, options, FieldTable::default()))
         .await
         .expect("exchange.declare succeeds");
-}
-
-async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
-    within(ch.queue_bind(
-        queue,
-        exchange,
-        key,
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .expect("queue.bind succeeds");
 }
 
 async fn bind_exchange(ch: &Channel, destination: &str, source: &str, key: &str) {

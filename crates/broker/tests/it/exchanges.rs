@@ -2,8 +2,8 @@
 //! bindings, alternate exchanges.
 
 use crate::common::{
-    amqp_error, channel_errors, connection_errors, declare, drain, get, next_error, publish, start,
-    within,
+    amqp_error, bind, channel_errors, connection_errors, declare, drain, get, next_error, publish,
+    start, within,
 };
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions,
@@ -21,18 +21,6 @@ async fn exchange(ch: &Channel, name: &str, kind: ExchangeKind) {
     ))
     .await
     .expect("exchange.declare succeeds");
-}
-
-async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
-    within(ch.queue_bind(
-        queue,
-        exchange,
-        key,
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .expect("queue.bind succeeds");
 }
 
 fn table(pairs: &[(&str, &str)]) -> FieldTable {
