@@ -1373,7 +1373,8 @@ fn enqueue(
                 // memory, so the store need not keep it for this queue.
                 cell.drop_transient_ref(m);
             }
-            s.queue.publish(m.clone());
+            let pushed = s.queue.publish(m.clone());
+            cell.refused(pushed);
         }
         s.counters.published += n;
         cell.deliver(&mut s);
@@ -1400,7 +1401,8 @@ fn settle_by_queue(items: &mut Vec<(Delivery, Outcome)>) {
         let mut gone: Vec<(u64, MessageRef)> = Vec::new();
         while let Some((d, outcome)) = next.take() {
             // Gone for good from a durable queue: the store drops its reference.
-            if s.deleted || outcome != Outcome::Requeue {
+            // (A discard goes to the queue's dead, which the queue's next delivery buries.)
+            if s.deleted || outcome == Outcome::Ack {
                 gone.extend(cell.stored_ref(&d.entry.message));
             }
             if !s.deleted {

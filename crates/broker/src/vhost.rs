@@ -7,7 +7,7 @@ use crate::paging::{self, Spill, Spilled};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use warren_amqp_codec::{FieldTable, ShortStr};
-use warren_queue::{Queue, QueueConfig, QueueStats};
+use warren_queue::{Pushed, Queue, QueueConfig, QueueStats};
 use warren_routing::{QueueId, Topology};
 use warren_store::MessageRef;
 
@@ -137,7 +137,10 @@ impl QueueCell {
             arguments,
             store,
             state: Mutex::new(QueueState {
-                queue: Queue::new(QueueConfig { auto_delete }),
+                queue: Queue::new(QueueConfig {
+                    auto_delete,
+                    ..QueueConfig::default()
+                }),
                 counters: QueueCounters::default(),
                 deleted: false,
                 flow_waiters: Vec::new(),
@@ -151,9 +154,26 @@ impl QueueCell {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A message the queue refused (a length limit): the store forgets it for this queue.
+    pub(crate) fn refused(&self, pushed: Pushed<Arc<Message>>) {
+        if let Pushed::Rejected { message, .. } = pushed {
+            self.forget([&*message]);
+        }
+    }
+
+    /// Messages that left the queue for good other than by an ack (rejected, expired, over a
+    /// limit): the store forgets them. (Dead-lettering comes with the queue-features work.)
+    pub(crate) fn bury(&self, state: &mut QueueState) {
+        if state.queue.has_dead() {
+            let dead = state.queue.take_dead();
+            self.forget(dead.iter().map(|d| &*d.entry.message));
+        }
+    }
+
     /// Hands ready messages to consumers (the caller holds the lock).
     pub(crate) fn deliver(self: &Arc<Self>, state: &mut QueueState) {
         self.refill(state);
+        self.bury(state);
         let n = state.queue.deliver(|consumer, entry| {
             let link = consumer.recipient();
             link.outbox.push(Outgoing::Deliver {
@@ -300,11 +320,12 @@ impl QueueCell {
             // recovered if the disk lets it be read; a read error never drops a message.
             if let Some(m) = d.read_message(&e.at, &gauge) {
                 m.set_read_for(queue_ref);
-                if e.redelivered {
-                    state.queue.publish_recovered(m);
+                let pushed = if e.redelivered {
+                    state.queue.publish_recovered(m)
                 } else {
-                    state.queue.publish(m);
-                }
+                    state.queue.publish(m)
+                };
+                self.refused(pushed);
             }
         }
         if state.spill.is_empty() {

@@ -53,8 +53,10 @@
 pub mod channel;
 pub mod declare;
 mod queue;
+mod ready;
 
 pub use queue::{
-    ConsumeError, Consumer, ConsumerId, ConsumerSpec, Entry, Offset, Outcome, Payload, Queue,
-    QueueConfig, QueueStats, Recipient, Removed, Settlement,
+    ConsumeError, Consumer, ConsumerId, ConsumerSpec, Dead, DeathReason, Entry, Limits, Offset,
+    Outcome, Overflow, Payload, Pushed, Queue, QueueConfig, QueueStats, Recipient, Removed,
+    Settlement,
 };

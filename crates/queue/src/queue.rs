@@ -1,6 +1,7 @@
 //! One queue: its messages, its consumers, and who gets what next.
 
-use std::collections::{BTreeMap, VecDeque};
+use crate::ready::Ready;
+use std::collections::VecDeque;
 
 /// The position a message took when it entered its queue. Offsets only grow, so they give the
 /// queue's order: a message that is requeued goes back to the position its offset names.
@@ -8,13 +9,28 @@ pub type Offset = u64;
 
 /// What a queue needs to know of a message.
 pub trait Payload {
-    /// The size of the body in octets (for byte counts and, later, byte limits).
+    /// The size of the body in octets (for byte counts and byte limits).
     fn body_len(&self) -> usize;
+    /// Its priority (the `priority` property; 0 without one). A queue without priorities
+    /// ignores it; one with `max_priority` treats anything above as that.
+    fn priority(&self) -> u8 {
+        0
+    }
+    /// Its own time to live in milliseconds (the `expiration` property), if any.
+    fn ttl(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl<T: Payload + ?Sized> Payload for std::sync::Arc<T> {
     fn body_len(&self) -> usize {
         (**self).body_len()
+    }
+    fn priority(&self) -> u8 {
+        (**self).priority()
+    }
+    fn ttl(&self) -> Option<u64> {
+        (**self).ttl()
     }
 }
 
@@ -38,6 +54,8 @@ pub struct Entry<M> {
     /// How many times the message came back to the queue after being handed out (the
     /// `redelivered` flag is `delivery_count > 0`; a delivery limit counts with it).
     pub delivery_count: u32,
+    /// When it expires (the queue's clock, in milliseconds), if it has a time to live.
+    pub expires_at: Option<u64>,
     /// The message itself.
     pub message: M,
 }
@@ -159,6 +177,100 @@ pub struct Removed<C> {
 pub struct QueueConfig {
     /// Delete the queue once it has had a consumer and the last one goes.
     pub auto_delete: bool,
+    /// The rules its arguments (and policies) set.
+    pub limits: Limits,
+}
+
+/// What a queue does when a publish would take it past a length limit (`x-overflow`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop (dead-letter) the oldest messages to make room (`drop-head`, the default).
+    #[default]
+    DropHead,
+    /// Refuse the new message; a confirming publisher gets a nack (`reject-publish`).
+    RejectPublish,
+    /// As `reject-publish`, and dead-letter the refused message (`reject-publish-dlx`).
+    RejectPublishDlx,
+}
+
+/// The rules a queue's arguments set: time to live, length limits, priorities, delivery
+/// limit. All off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// `x-message-ttl`: milliseconds a message may wait in the queue.
+    pub message_ttl: Option<u64>,
+    /// `x-max-length`: ready messages at most.
+    pub max_length: Option<u64>,
+    /// `x-max-length-bytes`: octets of ready message bodies at most.
+    pub max_length_bytes: Option<u64>,
+    /// `x-overflow`.
+    pub overflow: Overflow,
+    /// `x-max-priority`: priorities 0 to this (none: one level).
+    pub max_priority: Option<u8>,
+    /// `x-delivery-limit`: a message returned more often than this is dead-lettered.
+    pub delivery_limit: Option<u32>,
+}
+
+/// Why a message left its queue other than by an ack: the `reason` of RabbitMQ's `x-death`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeathReason {
+    /// `basic.reject` or `basic.nack` without requeue.
+    Rejected,
+    /// Its time to live ran out.
+    Expired,
+    /// Dropped or refused by a length limit.
+    MaxLen,
+    /// Returned more often than the delivery limit allows.
+    DeliveryLimit,
+}
+
+impl DeathReason {
+    /// The reason as `x-death` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeathReason::Rejected => "rejected",
+            DeathReason::Expired => "expired",
+            DeathReason::MaxLen => "maxlen",
+            DeathReason::DeliveryLimit => "delivery_limit",
+        }
+    }
+}
+
+/// A message that left its queue for good other than by an ack: the caller dead-letters it
+/// if the queue has a dead-letter exchange, or drops it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dead<M> {
+    /// The message as it was in the queue.
+    pub entry: Entry<M>,
+    /// Why.
+    pub reason: DeathReason,
+}
+
+/// What became of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed<M> {
+    /// In the queue, at this offset (older messages may have been dropped to make room: see
+    /// [`Queue::take_dead`]).
+    Queued(Offset),
+    /// Refused by a length limit (`reject-publish`, `reject-publish-dlx`): a confirming
+    /// publisher gets a nack. With `dead_letter`, the caller dead-letters it (reason
+    /// [`DeathReason::MaxLen`]).
+    Rejected {
+        /// The message.
+        message: M,
+        /// Whether to dead-letter it.
+        dead_letter: bool,
+    },
+}
+
+impl<M> Pushed<M> {
+    /// The offset, if it was queued.
+    pub fn offset(&self) -> Option<Offset> {
+        match self {
+            Pushed::Queued(o) => Some(*o),
+            Pushed::Rejected { .. } => None,
+        }
+    }
 }
 
 /// Counts of a queue, as `queue.declare-ok` and the management listings report them.
@@ -182,12 +294,12 @@ pub struct QueueStats {
 #[derive(Debug)]
 pub struct Queue<M, C> {
     config: QueueConfig,
-    /// Requeued messages, served first, in their original order. Every message that was ever
-    /// handed out precedes every message still in `ready`, so the two never interleave.
-    returned: BTreeMap<Offset, Entry<M>>,
-    /// Messages never handed out, in order.
-    ready: VecDeque<Entry<M>>,
-    ready_bytes: u64,
+    /// Ready messages: by priority, requeued ones first in their original positions.
+    ready: Ready<M>,
+    /// Messages that left for good other than by an ack, for the caller.
+    dead: Vec<Dead<M>>,
+    /// The clock, as last given to [`Self::advance`] (milliseconds).
+    now: u64,
     next_offset: Offset,
     consumers: Vec<Option<Consumer<C>>>,
     free_slots: Vec<u32>,
@@ -203,11 +315,12 @@ pub struct Queue<M, C> {
 impl<M: Payload, C: Recipient> Queue<M, C> {
     /// An empty queue.
     pub fn new(config: QueueConfig) -> Self {
+        let levels = config.limits.max_priority.unwrap_or(0);
         Self {
             config,
-            returned: BTreeMap::new(),
-            ready: VecDeque::new(),
-            ready_bytes: 0,
+            ready: Ready::new(levels),
+            dead: Vec::new(),
+            now: 0,
             next_offset: 0,
             consumers: Vec::new(),
             free_slots: Vec::new(),
@@ -224,33 +337,114 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
         &self.config
     }
 
-    /// Appends a message at the tail; returns its offset. Call [`Self::deliver`] afterwards
-    /// (once per batch) to hand ready messages to consumers.
-    pub fn publish(&mut self, message: M) -> Offset {
-        let offset = self.next_offset;
-        self.next_offset += 1;
-        self.ready_bytes += message.body_len() as u64;
-        self.ready.push_back(Entry {
-            offset,
-            delivery_count: 0,
-            message,
-        });
-        offset
+    /// Appends a message at the tail of its priority, stamped with its expiry (the lower of
+    /// the queue's and its own time to live, from the clock). Past a length limit, the oldest
+    /// messages are dropped (they go to [`Self::take_dead`]) or the new one is refused, as
+    /// `x-overflow` says. Call [`Self::deliver`] afterwards (once per batch).
+    pub fn publish(&mut self, message: M) -> Pushed<M> {
+        self.push(message, 0)
     }
 
     /// Appends a message recovered after a restart: it may have been delivered before, so it
     /// is marked redelivered.
-    pub fn publish_recovered(&mut self, message: M) -> Offset {
-        let offset = self.publish(message);
-        if let Some(e) = self.ready.back_mut() {
-            e.delivery_count = 1;
+    pub fn publish_recovered(&mut self, message: M) -> Pushed<M> {
+        self.push(message, 1)
+    }
+
+    fn push(&mut self, message: M, delivery_count: u32) -> Pushed<M> {
+        let len = message.body_len() as u64;
+        let l = &self.config.limits;
+        let full = |count: u64, bytes: u64| {
+            l.max_length.is_some_and(|m| count >= m)
+                || l.max_length_bytes.is_some_and(|m| bytes + len > m)
+        };
+        if full(self.ready.count(), self.ready.bytes()) {
+            match l.overflow {
+                Overflow::RejectPublish | Overflow::RejectPublishDlx => {
+                    return Pushed::Rejected {
+                        message,
+                        dead_letter: l.overflow == Overflow::RejectPublishDlx,
+                    };
+                }
+                Overflow::DropHead => {
+                    // Make room: the oldest go, until the new one fits (a message larger than
+                    // the byte limit empties the queue and then is dropped itself).
+                    while !self.ready.is_empty() && full(self.ready.count(), self.ready.bytes()) {
+                        if let Some((entry, _)) = self.ready.pop(|m| m.body_len() as u64) {
+                            self.dead.push(Dead {
+                                entry,
+                                reason: DeathReason::MaxLen,
+                            });
+                        }
+                    }
+                }
+            }
         }
-        offset
+        let offset = self.next_offset;
+        self.next_offset += 1;
+        let ttl = match (l.message_ttl, message.ttl()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let entry = Entry {
+            offset,
+            delivery_count,
+            expires_at: ttl.map(|t| self.now.saturating_add(t)),
+            message,
+        };
+        if full(self.ready.count(), self.ready.bytes()) {
+            // Still too big for the queue on its own (x-max-length 0, or a body above the
+            // byte limit): it goes at once.
+            self.dead.push(Dead {
+                entry,
+                reason: DeathReason::MaxLen,
+            });
+            return Pushed::Queued(offset);
+        }
+        let priority = self.priority(&entry.message);
+        self.ready.push(entry, priority, len);
+        Pushed::Queued(offset)
+    }
+
+    fn priority(&self, m: &M) -> u8 {
+        match self.config.limits.max_priority {
+            Some(max) => m.priority().min(max),
+            None => 0,
+        }
+    }
+
+    /// Moves the queue's clock to `now` (milliseconds, any origin, never backwards): every
+    /// ready message whose time to live ran out goes to [`Self::take_dead`], wherever it is
+    /// in the queue. Delivery never hands out an expired message either.
+    pub fn advance(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        let expired = self.ready.expire(self.now, |m| m.body_len() as u64);
+        self.dead.extend(expired.into_iter().map(|entry| Dead {
+            entry,
+            reason: DeathReason::Expired,
+        }));
+    }
+
+    /// When the next ready message expires (to set a timer for [`Self::advance`]).
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.ready.next_expiry()
+    }
+
+    /// The messages that left for good other than by an ack since the last call, in the
+    /// order they left: dropped by a length limit, expired, rejected without requeue, past
+    /// the delivery limit.
+    pub fn take_dead(&mut self) -> Vec<Dead<M>> {
+        std::mem::take(&mut self.dead)
+    }
+
+    /// Whether messages left for good are waiting for [`Self::take_dead`].
+    pub fn has_dead(&self) -> bool {
+        !self.dead.is_empty()
     }
 
     /// Messages ready for delivery (what `queue.declare-ok` and `basic.get-ok` report).
     pub fn message_count(&self) -> u64 {
-        (self.ready.len() + self.returned.len()) as u64
+        self.ready.count()
     }
 
     /// Consumers subscribed.
@@ -262,7 +456,7 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
     pub fn stats(&self) -> QueueStats {
         QueueStats {
             ready: self.message_count(),
-            ready_bytes: self.ready_bytes,
+            ready_bytes: self.ready.bytes(),
             unacked: self.unacked,
             consumers: self.consumer_count,
         }
@@ -270,7 +464,7 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
 
     /// Whether no message is ready.
     pub fn is_empty(&self) -> bool {
-        self.ready.is_empty() && self.returned.is_empty()
+        self.ready.is_empty()
     }
 
     /// Subscribes a consumer. It joins the end of the rotation.
@@ -356,13 +550,19 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
         }
     }
 
+    /// The next message to hand out; expired ones met on the way go to the dead.
     fn pop_next(&mut self) -> Option<Entry<M>> {
-        let entry = match self.returned.pop_first() {
-            Some((_, e)) => e,
-            None => self.ready.pop_front()?,
-        };
-        self.ready_bytes -= entry.message.body_len() as u64;
-        Some(entry)
+        loop {
+            let (entry, _) = self.ready.pop(|m| m.body_len() as u64)?;
+            if entry.expires_at.is_some_and(|at| at < self.now) {
+                self.dead.push(Dead {
+                    entry,
+                    reason: DeathReason::Expired,
+                });
+                continue;
+            }
+            return Some(entry);
+        }
     }
 
     /// Hands ready messages to consumers in turn until messages or credit run out, calling
@@ -431,7 +631,11 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
                 self.release_credit(id);
             }
             match s.outcome {
-                Outcome::Ack | Outcome::Discard => {}
+                Outcome::Ack => {}
+                Outcome::Discard => self.dead.push(Dead {
+                    entry: s.entry,
+                    reason: DeathReason::Rejected,
+                }),
                 Outcome::Requeue => self.requeue(s.entry),
             }
         }
@@ -450,8 +654,9 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
             self.unacked = self.unacked.saturating_sub(1);
             self.release_credit(consumer);
         }
-        self.ready_bytes += entry.message.body_len() as u64;
-        self.returned.insert(entry.offset, entry);
+        let priority = self.priority(&entry.message);
+        let len = entry.message.body_len() as u64;
+        self.ready.put_back(entry, priority, len);
     }
 
     /// One of the consumer's deliveries is settled: it may take another.
@@ -467,8 +672,21 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
 
     fn requeue(&mut self, mut entry: Entry<M>) {
         entry.delivery_count = entry.delivery_count.saturating_add(1);
-        self.ready_bytes += entry.message.body_len() as u64;
-        self.returned.insert(entry.offset, entry);
+        if self
+            .config
+            .limits
+            .delivery_limit
+            .is_some_and(|limit| entry.delivery_count > limit)
+        {
+            self.dead.push(Dead {
+                entry,
+                reason: DeathReason::DeliveryLimit,
+            });
+            return;
+        }
+        let priority = self.priority(&entry.message);
+        let len = entry.message.body_len() as u64;
+        self.ready.put_back(entry, priority, len);
     }
 
     /// `queue.purge`: drops every ready message (unsettled deliveries stay out); returns how
@@ -478,15 +696,9 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
     }
 
     /// [`Self::purge`], handing each dropped message to `dropped` (oldest first).
-    pub fn purge_with(&mut self, mut dropped: impl FnMut(Entry<M>)) -> u64 {
+    pub fn purge_with(&mut self, dropped: impl FnMut(Entry<M>)) -> u64 {
         let n = self.message_count();
-        for (_, e) in std::mem::take(&mut self.returned) {
-            dropped(e);
-        }
-        for e in self.ready.drain(..) {
-            dropped(e);
-        }
-        self.ready_bytes = 0;
+        self.ready.drain(dropped);
         n
     }
 

@@ -77,7 +77,10 @@ pub(crate) fn queue() -> Q {
 }
 
 pub(crate) fn auto_delete_queue() -> Q {
-    Queue::new(QueueConfig { auto_delete: true })
+    Queue::new(QueueConfig {
+        auto_delete: true,
+        ..QueueConfig::default()
+    })
 }
 
 pub(crate) fn publish_all(q: &mut Q, labels: &[&'static str]) {

@@ -11,9 +11,9 @@ use warren_queue::{ConsumeError, ConsumerSpec, Outcome, QueueStats, Recipient};
 fn publish_numbers_offsets_and_counts_ready_bytes() {
     let mut q = queue();
     assert!(q.is_empty());
-    assert_eq!(q.publish(Msg("a")), 0);
-    assert_eq!(q.publish(Msg("bb")), 1);
-    assert_eq!(q.publish(Msg("ccc")), 2);
+    assert_eq!(q.publish(Msg("a")).offset(), Some(0));
+    assert_eq!(q.publish(Msg("bb")).offset(), Some(1));
+    assert_eq!(q.publish(Msg("ccc")).offset(), Some(2));
     assert!(!q.is_empty());
     assert_eq!(q.message_count(), 3);
     assert_eq!(

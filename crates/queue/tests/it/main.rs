@@ -10,6 +10,7 @@ mod confirms;
 mod consumers;
 mod credit;
 mod declare;
+mod limits;
 mod mode;
 mod model;
 mod rules;

@@ -184,7 +184,10 @@ struct Harness {
 impl Harness {
     fn new(auto_delete: bool) -> Self {
         Self {
-            q: Queue::new(QueueConfig { auto_delete }),
+            q: Queue::new(QueueConfig {
+                auto_delete,
+                ..QueueConfig::default()
+            }),
             auto_delete,
             credit: Rc::new(ChannelCredit::new()),
             unacked: Unacked::new(),
@@ -314,7 +317,7 @@ impl Harness {
         match *op {
             Op::Publish { len } => {
                 let offset = self.lens.len() as u64;
-                assert_eq!(self.q.publish(MMsg { offset, len }), offset);
+                assert_eq!(self.q.publish(MMsg { offset, len }).offset(), Some(offset));
                 self.lens.push(len);
                 self.counts.push(0);
                 self.ready.insert(offset);

@@ -17,6 +17,7 @@ fn pending(queue: &'static str, offset: u64) -> Pending<&'static str, Msg> {
         entry: Entry {
             offset,
             delivery_count: 0,
+            expires_at: None,
             message: Msg("m"),
         },
     }
@@ -345,6 +346,7 @@ fn pending_for_compaction(i: u32) -> Pending<u8, u32> {
         entry: warren_queue::Entry {
             offset: u64::from(i),
             delivery_count: 0,
+            expires_at: None,
             message: i,
         },
     }
