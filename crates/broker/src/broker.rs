@@ -528,6 +528,7 @@ impl BrokerBuilder {
         if shared.config.memory_high_watermark.is_some() {
             tasks.push(tokio::spawn(memory_monitor(shared.clone())));
         }
+        tasks.push(tokio::spawn(expiry_sweeper(shared.clone())));
         Ok(Broker {
             handle: BrokerHandle {
                 shared: shared.clone(),
@@ -685,6 +686,38 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 // connection stays in the backlog; try again shortly rather than spin.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Expired messages go promptly even from queues nobody reads: every 50 ms, the queues whose
+/// next expiry has come are advanced (one atomic read per queue otherwise).
+async fn expiry_sweeper(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = crate::now_ms();
+        let vhosts: Vec<Arc<Vhost>> = shared
+            .vhosts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for v in vhosts {
+            let due: Vec<Arc<QueueCell>> = v
+                .read()
+                .queues()
+                .filter(|q| q.next_expiry.load(Ordering::Acquire) < now)
+                .cloned()
+                .collect();
+            for q in due {
+                let mut s = q.lock();
+                if !s.deleted {
+                    q.deliver(&mut s);
+                }
             }
         }
     }

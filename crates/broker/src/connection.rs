@@ -98,8 +98,10 @@ struct Channel {
     allowed: Vec<(Access, ResourceKind, ShortStr)>,
     /// The last publish sequence number answered in confirm mode.
     confirmed_upto: u64,
-    /// Confirms held until the store's sync covers their (persistent) messages, in order.
-    awaiting_sync: VecDeque<(u64, Arc<Message>)>,
+    /// Confirms held until their messages are enqueued (a queue may refuse them) and, if
+    /// they need it, until the store's sync covers them: (sequence number, message, whether
+    /// it waits for a sync), in order.
+    awaiting_sync: VecDeque<(u64, Arc<Message>, bool)>,
     /// Figures for listings.
     stats: Arc<ChannelStats>,
     /// Where the next resumption of the channel's consumers starts, so that a channel-wide
@@ -875,14 +877,17 @@ impl Conn {
             let Some(c) = ch.mode.confirms() else {
                 continue;
             };
-            if let Some(d) = durable.filter(|_| !ch.awaiting_sync.is_empty()) {
-                let synced = d.synced();
-                let failed = d.failure().is_some();
-                while let Some((seq, m)) = ch.awaiting_sync.front() {
+            if !ch.awaiting_sync.is_empty() {
+                let synced = durable.map_or(0, |d| d.synced());
+                let failed = durable.is_some_and(|d| d.failure().is_some());
+                while let Some((seq, m, needs_sync)) = ch.awaiting_sync.front() {
                     let id = m.stored_id();
-                    if id != 0 && id <= synced {
+                    if m.refused() {
+                        // A queue refused it, or the store could not take it.
+                        c.settle(*seq, false);
+                    } else if !needs_sync || (id != 0 && id <= synced) {
                         c.settle(*seq, true);
-                    } else if failed || m.refused() {
+                    } else if failed {
                         // Never confirmed: the store could not make it durable.
                         c.settle(*seq, false);
                     } else {
@@ -1157,11 +1162,14 @@ impl Conn {
                 ctx.check_owner(&cell)?;
                 let got = {
                     let mut s = cell.lock();
+                    s.queue.advance(crate::now_ms());
                     cell.refill(&mut s);
                     let got = s
                         .queue
                         .get(m.no_ack)
                         .map(|(e, left)| (e, left + s.spill.count()));
+                    // Expired ones met on the way are gone.
+                    cell.bury(&mut s);
                     if got.is_some() {
                         s.counters.delivered += 1;
                     }
@@ -1351,6 +1359,8 @@ fn enqueue(
     while let Some((cell, _, _)) = batch.get(i) {
         let cell = cell.clone();
         let mut s = cell.lock();
+        // The clock first: new messages' expiry counts from now.
+        s.queue.advance(crate::now_ms());
         let mut n = 0;
         while let Some((q, m, has_ref)) = batch.get(i) {
             if !Arc::ptr_eq(q, &cell) {
@@ -1857,9 +1867,14 @@ impl Ctx {
             }),
             Mode::Confirm(c) => {
                 let seq = c.publish();
+                let may_refuse = queues.iter().any(|q| q.may_refuse);
                 if self.stage(&message, queues) {
                     // Confirmed once the store's sync covers it.
-                    ch.awaiting_sync.push_back((seq, message));
+                    ch.awaiting_sync.push_back((seq, message, true));
+                } else if may_refuse {
+                    // A queue may refuse it (a length limit with reject-publish): the answer
+                    // waits for the enqueue.
+                    ch.awaiting_sync.push_back((seq, message, false));
                 } else {
                     // In memory, a message is confirmed once enqueued; the reply goes out
                     // after this batch is enqueued.

@@ -46,6 +46,16 @@ pub use handle::{
 };
 pub use vhost::QueueCounters;
 
+/// The broker's clock for queue rules (message TTL): milliseconds since the process first
+/// asked, monotonic.
+pub(crate) fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
 /// A random 64-bit value from the system's source (0 if it fails).
 pub(crate) fn random_u64() -> u64 {
     let mut b = [0u8; 8];

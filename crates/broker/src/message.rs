@@ -42,6 +42,10 @@ pub(crate) struct Message {
     pub(crate) body: Bytes,
     /// Delivery mode 2: kept across restarts when it reaches a durable queue.
     pub(crate) persistent: bool,
+    /// The `priority` property (0 without one).
+    priority: u8,
+    /// The `expiration` property: its own time to live in milliseconds.
+    ttl: Option<u64>,
     /// Where it is in the message store, once written there.
     stored: OnceLock<MessageRef>,
     /// For a message read back from a queue's spill: the reference under which that queue
@@ -88,6 +92,12 @@ impl Message {
             properties: head.slice(r..props_end),
             body,
             persistent: properties.delivery_mode == Some(2),
+            priority: properties.priority.unwrap_or(0),
+            // Checked when published (an invalid expiration is refused with 406).
+            ttl: properties
+                .expiration
+                .as_ref()
+                .and_then(|e| std::str::from_utf8(e.as_bytes()).ok()?.parse().ok()),
             stored: OnceLock::new(),
             read_for: AtomicU64::new(0),
             refused: std::sync::atomic::AtomicBool::new(false),
@@ -185,5 +195,11 @@ impl Drop for Message {
 impl Payload for Message {
     fn body_len(&self) -> usize {
         self.body.len()
+    }
+    fn priority(&self) -> u8 {
+        self.priority
+    }
+    fn ttl(&self) -> Option<u64> {
+        self.ttl
     }
 }

@@ -4,7 +4,7 @@ use crate::durable::Durable;
 use crate::message::Message;
 use crate::outbox::{ConsumerLink, Outbox, Outgoing};
 use crate::paging::{self, Spill, Spilled};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use warren_amqp_codec::{FieldTable, ShortStr};
 use warren_queue::{Pushed, Queue, QueueConfig, QueueStats};
@@ -108,6 +108,10 @@ pub(crate) struct QueueCell {
     /// Paging out: new messages go to the spill (read without the lock when a publish is
     /// staged; set and cleared under it).
     pub(crate) spilling: AtomicBool,
+    /// When its next ready message expires (`u64::MAX`: none), for the broker's sweeper.
+    pub(crate) next_expiry: AtomicU64,
+    /// A length limit with `reject-publish(-dlx)`: publishes to it may be refused.
+    pub(crate) may_refuse: bool,
     state: Mutex<QueueState>,
 }
 
@@ -125,10 +129,14 @@ impl QueueCell {
             .as_ref()
             .and_then(|(d, id)| id.map(|id| (id, d.clone())));
         let transient_ref = disk.as_ref().map_or(0, |(d, _)| d.new_transient_ref());
+        let limits = warren_queue::declare::limits(&arguments);
         Self {
             paging: disk.map(|(d, _)| d),
             transient_ref,
             spilling: AtomicBool::new(false),
+            next_expiry: AtomicU64::new(u64::MAX),
+            may_refuse: limits.overflow != warren_queue::Overflow::DropHead
+                && (limits.max_length.is_some() || limits.max_length_bytes.is_some()),
             name,
             vhost: vhost.to_string(),
             durable,
@@ -139,7 +147,7 @@ impl QueueCell {
             state: Mutex::new(QueueState {
                 queue: Queue::new(QueueConfig {
                     auto_delete,
-                    ..QueueConfig::default()
+                    limits,
                 }),
                 counters: QueueCounters::default(),
                 deleted: false,
@@ -157,6 +165,8 @@ impl QueueCell {
     /// A message the queue refused (a length limit): the store forgets it for this queue.
     pub(crate) fn refused(&self, pushed: Pushed<Arc<Message>>) {
         if let Pushed::Rejected { message, .. } = pushed {
+            // Its publisher gets a nack (if confirming).
+            message.set_refused();
             self.forget([&*message]);
         }
     }
@@ -172,8 +182,8 @@ impl QueueCell {
 
     /// Hands ready messages to consumers (the caller holds the lock).
     pub(crate) fn deliver(self: &Arc<Self>, state: &mut QueueState) {
+        state.queue.advance(crate::now_ms());
         self.refill(state);
-        self.bury(state);
         let n = state.queue.deliver(|consumer, entry| {
             let link = consumer.recipient();
             link.outbox.push(Outgoing::Deliver {
@@ -186,6 +196,12 @@ impl QueueCell {
             });
         });
         state.counters.delivered += n as u64;
+        // Expired, rejected, over a limit: gone for good.
+        self.bury(state);
+        self.next_expiry.store(
+            state.queue.next_expiry().unwrap_or(u64::MAX),
+            Ordering::Release,
+        );
         if !state.flow_waiters.is_empty() && !state.over_low_mark() {
             state.wake_flow_waiters();
         }

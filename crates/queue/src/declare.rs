@@ -489,3 +489,28 @@ pub fn check_consumer_arguments(
     }
     Ok(())
 }
+
+/// The rules a declared queue's arguments set (after [`validate_arguments`] accepted them):
+/// `x-message-ttl`, `x-max-length`, `x-max-length-bytes`, `x-overflow`, `x-max-priority`,
+/// `x-delivery-limit`. Values of the wrong kind are ignored here (validation refused them).
+pub fn limits(args: &FieldTable) -> crate::Limits {
+    let number = |key: &str| {
+        args.get(key)
+            .and_then(integer)
+            .filter(|n| *n >= 0)
+            .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
+    };
+    let overflow = match args.get("x-overflow").and_then(value_octets) {
+        Some(b"reject-publish") => crate::Overflow::RejectPublish,
+        Some(b"reject-publish-dlx") => crate::Overflow::RejectPublishDlx,
+        _ => crate::Overflow::DropHead,
+    };
+    crate::Limits {
+        message_ttl: number("x-message-ttl"),
+        max_length: number("x-max-length"),
+        max_length_bytes: number("x-max-length-bytes"),
+        overflow,
+        max_priority: number("x-max-priority").map(|n| u8::try_from(n).unwrap_or(u8::MAX)),
+        delivery_limit: number("x-delivery-limit").map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+    }
+}

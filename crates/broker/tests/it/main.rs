@@ -12,6 +12,7 @@ mod consume;
 mod definitions;
 mod durability;
 mod exchanges;
+mod features;
 mod fuzz;
 mod handle;
 mod paging;
