@@ -112,6 +112,10 @@ pub(crate) struct QueueCell {
     pub(crate) next_expiry: AtomicU64,
     /// A length limit with `reject-publish(-dlx)`: publishes to it may be refused.
     pub(crate) may_refuse: bool,
+    /// Whether its backlog may page out: not with priorities, a length limit or a message
+    /// TTL, whose rules see only the messages in memory (a limit bounds such a backlog
+    /// anyway; paged-out messages do not carry their expiry yet).
+    pages: bool,
     state: Mutex<QueueState>,
 }
 
@@ -137,6 +141,10 @@ impl QueueCell {
             next_expiry: AtomicU64::new(u64::MAX),
             may_refuse: limits.overflow != warren_queue::Overflow::DropHead
                 && (limits.max_length.is_some() || limits.max_length_bytes.is_some()),
+            pages: limits.max_priority.is_none()
+                && limits.message_ttl.is_none()
+                && limits.max_length.is_none()
+                && limits.max_length_bytes.is_none(),
             name,
             vhost: vhost.to_string(),
             durable,
@@ -254,6 +262,7 @@ impl QueueCell {
     pub(crate) fn should_page(&self, state: &QueueState, over_budget: bool, m: &Message) -> bool {
         let on_disk = m.persistent && self.store.is_some() && m.stored().is_some();
         self.paging.is_some()
+            && self.pages
             && (!state.spill.is_empty()
                 || ((over_budget || on_disk) && state.queue.message_count() >= paging::HEAD_MIN))
     }
