@@ -51,6 +51,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 pub mod channel;
+pub mod deadletter;
 pub mod declare;
 mod queue;
 mod ready;

@@ -9,6 +9,7 @@ mod common;
 mod confirms;
 mod consumers;
 mod credit;
+mod deadletter;
 mod declare;
 mod limits;
 mod mode;
