@@ -41,6 +41,9 @@ fn sorted(t: &FieldTable) -> FieldTable {
     pairs.into_iter().collect()
 }
 
+/// The (queue, reason) of an `x-death` entry; `None` for an element that is not a table.
+type Pair = Option<(Option<Vec<u8>>, Option<Vec<u8>>)>;
+
 /// A new `x-death` entry, in RabbitMQ's first-written field order.
 fn entry(death: &Death<'_>, original_expiration: Option<&ShortStr>) -> FieldTable {
     let mut e = FieldTable::new();
@@ -73,14 +76,16 @@ fn regroup(items: Vec<FieldValue>) -> Vec<FieldValue> {
     if items.len() < 2 {
         return items;
     }
-    let key = |v: &FieldValue| match v {
-        FieldValue::Table(t) => Some((
-            t.get("queue").and_then(octets).map(<[u8]>::to_vec),
-            t.get("reason").and_then(octets).map(<[u8]>::to_vec),
-        )),
-        _ => None,
+    let key = |v: &FieldValue| -> Pair {
+        match v {
+            FieldValue::Table(t) => Some((
+                t.get("queue").and_then(octets).map(<[u8]>::to_vec),
+                t.get("reason").and_then(octets).map(<[u8]>::to_vec),
+            )),
+            _ => None,
+        }
     };
-    let mut kept: Vec<(Option<(Option<Vec<u8>>, Option<Vec<u8>>)>, FieldValue, i64)> = Vec::new();
+    let mut kept: Vec<(Pair, FieldValue, i64)> = Vec::new();
     for v in items {
         let k = key(&v);
         match kept.iter_mut().find(|(kk, _, _)| k.is_some() && *kk == k) {
