@@ -12,6 +12,7 @@ use crate::durable::record;
 use crate::handle::{ChannelStats, ConnectionEntry};
 use crate::message::Message;
 use crate::outbox::{ConsumerLink, Outbox, Outgoing};
+use crate::staging::{Batch, Staging};
 use crate::vhost::{QueueCell, Vhost};
 use bytes::{Buf, Bytes};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -162,13 +163,9 @@ struct Ctx {
     routed: Routed,
     /// Publishes routed and waiting to be enqueued, each with whether the store holds it for
     /// that queue (written for it, persistent or paged out).
-    batch: Vec<(Arc<QueueCell>, Arc<Message>, bool)>,
-    /// Persistent messages of the batch to write to the store, each with its range in
-    /// `store_queues` (the store numbers of its durable queues).
-    to_store: Vec<(Arc<Message>, std::ops::Range<usize>)>,
-    store_queues: Vec<u64>,
-    /// A staged message waits for a sync (it is persistent in a durable queue).
-    sync_needed: bool,
+    batch: Batch,
+    /// What of the batch goes to the store first.
+    staging: Staging,
     /// A `tx.commit` whose messages await the store's sync: its channel, and the last message
     /// id it wrote. Nothing more is read until it is answered.
     commit_pending: Option<(u16, u64)>,
@@ -262,9 +259,7 @@ where
             exclusive: Vec::new(),
             routed: Routed::new(),
             batch: Vec::new(),
-            to_store: Vec::new(),
-            store_queues: Vec::new(),
-            sync_needed: false,
+            staging: Staging::default(),
             commit_pending: None,
             blocked: false,
             throttled: None,
@@ -1348,8 +1343,8 @@ fn resume_channel(ch: &Channel) {
 /// Enqueues `(queue, message)` pairs, grouped by queue (each queue keeps the batch's order),
 /// then lets each queue deliver once. A queue left congested registers `publisher` to be woken
 /// when it drains, and is returned so that the publisher pauses.
-fn enqueue(
-    batch: &mut Vec<(Arc<QueueCell>, Arc<Message>, bool)>,
+pub(crate) fn enqueue(
+    batch: &mut Batch,
     publisher: &Arc<Outbox>,
     over_budget: bool,
 ) -> Option<Arc<QueueCell>> {
@@ -1696,53 +1691,23 @@ impl Ctx {
         }
     }
 
-    /// Adds a routed message to the batch; a persistent one that reached durable queues is
-    /// also staged for the store. Returns whether it was (its confirm then waits for a sync).
+    /// Adds a routed message to the batch (see [`Staging::stage`]); returns whether its
+    /// confirm waits for a sync.
     fn stage(&mut self, message: &Arc<Message>, queues: Vec<Arc<QueueCell>>) -> bool {
-        let mut durable = false;
-        let start = self.store_queues.len();
-        if self.shared.durable.is_some() {
-            for q in &queues {
-                if message.persistent && q.store.is_some() {
-                    self.store_queues.push(q.ref_for(true));
-                    durable = true;
-                } else if q.spilling.load(Ordering::Acquire) {
-                    // Paging out: the body goes to disk with the batch.
-                    self.store_queues.push(q.ref_for(message.persistent));
-                }
-            }
-        }
-        let end = self.store_queues.len();
-        if end > start {
-            self.to_store.push((message.clone(), start..end));
-        }
-        self.sync_needed |= durable;
-        for q in queues {
-            let r = q.ref_for(message.persistent);
-            let has_ref = self
-                .store_queues
-                .get(start..end)
-                .is_some_and(|refs| refs.contains(&r));
-            self.batch.push((q, message.clone(), has_ref));
-        }
-        durable
+        let with_store = self.shared.durable.is_some();
+        self.staging
+            .stage(with_store, message, queues, &mut self.batch)
     }
 
-    /// Writes the staged persistent messages to the store (one lock for the batch) and asks
-    /// for the sync that will confirm them.
+    /// Writes the staged messages to the store (one lock for the batch) and asks for the sync
+    /// that will confirm the persistent ones.
     fn write_to_store(&mut self) {
-        if self.to_store.is_empty() {
-            return;
-        }
-        if let Some(d) = &self.shared.durable {
-            d.write(&self.to_store, &self.store_queues);
-            // Only persistent messages wait for a sync; paged-out ones need none.
-            if std::mem::take(&mut self.sync_needed) {
+        let durable = self.shared.durable.as_ref();
+        if self.staging.write(durable) {
+            if let Some(d) = durable {
                 d.wait_sync(&self.outbox);
             }
         }
-        self.to_store.clear();
-        self.store_queues.clear();
     }
 
     /// `basic.return` 312 NO_ROUTE for a mandatory message no queue took.

@@ -35,6 +35,7 @@ mod handle;
 mod message;
 mod outbox;
 mod paging;
+mod staging;
 mod vhost;
 
 pub use auth::{PasswordHash, Permissions};
