@@ -108,6 +108,8 @@ pub(crate) struct Shared {
     pub(crate) reply_to: Mutex<HashMap<Vec<u8>, connection::ReplyTarget>>,
     /// The durable state, with a data directory.
     pub(crate) durable: Option<Arc<Durable>>,
+    /// Dead letters waiting to be routed.
+    pub(crate) dead_letters: Arc<crate::deadletter::Inbox>,
     /// Policies, as imported from definitions (kept and exported; they do not act yet).
     pub(crate) policies: Mutex<Vec<crate::definitions::Policy>>,
     seed: u64,
@@ -131,7 +133,14 @@ impl Shared {
         let seed = self.seed ^ crate::random_u64();
         vhosts
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(Vhost::new(name, seed, self.durable.clone())))
+            .or_insert_with(|| {
+                Arc::new(Vhost::new(
+                    name,
+                    seed,
+                    self.durable.clone(),
+                    self.dead_letters.clone(),
+                ))
+            })
             .clone()
     }
 
@@ -471,6 +480,7 @@ impl BrokerBuilder {
             alarm: watch::channel(false).0,
             reply_to: Mutex::new(HashMap::new()),
             durable: durable.clone(),
+            dead_letters: Arc::default(),
             policies: Mutex::new(stored.policies.clone()),
             seed: crate::random_u64(),
         });
@@ -529,6 +539,7 @@ impl BrokerBuilder {
             tasks.push(tokio::spawn(memory_monitor(shared.clone())));
         }
         tasks.push(tokio::spawn(expiry_sweeper(shared.clone())));
+        tasks.push(tokio::spawn(crate::deadletter::run(shared.clone())));
         Ok(Broker {
             handle: BrokerHandle {
                 shared: shared.clone(),
@@ -624,14 +635,19 @@ fn restore_topology(
         let Some(v) = shared.vhost(&q.vhost) else {
             continue;
         };
+        let decl = warren_queue::declare::QueueDecl {
+            durable: true,
+            exclusive: false,
+            auto_delete: q.auto_delete,
+            arguments: q.arguments.clone(),
+        };
         let cell = Arc::new(QueueCell::new(
             q.name.clone(),
             &q.vhost,
-            true,
-            q.auto_delete,
+            decl,
             None,
-            q.arguments.clone(),
             Some((durable.clone(), Some(q.id))),
+            v.dead_letters.clone(),
         ));
         // Recovered messages start paged out; consumers read them back as they reach them.
         if let Some(messages) = recovered.remove(&q.id) {

@@ -29,6 +29,7 @@
 mod auth;
 mod broker;
 mod connection;
+mod deadletter;
 mod definitions;
 mod durable;
 mod handle;

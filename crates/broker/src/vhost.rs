@@ -1,5 +1,6 @@
 //! Virtual hosts: one routing topology each, and the queues it names.
 
+use crate::deadletter::{DeadLetter, Inbox};
 use crate::durable::Durable;
 use crate::message::Message;
 use crate::outbox::{ConsumerLink, Outbox, Outgoing};
@@ -7,6 +8,7 @@ use crate::paging::{self, Spill, Spilled};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use warren_amqp_codec::{FieldTable, ShortStr};
+use warren_queue::DeathReason;
 use warren_queue::{Pushed, Queue, QueueConfig, QueueStats};
 use warren_routing::{QueueId, Topology};
 use warren_store::MessageRef;
@@ -112,6 +114,9 @@ pub(crate) struct QueueCell {
     pub(crate) next_expiry: AtomicU64,
     /// A length limit with `reject-publish(-dlx)`: publishes to it may be refused.
     pub(crate) may_refuse: bool,
+    /// Its dead-letter exchange and routing key (`x-dead-letter-*`).
+    pub(crate) dlx: Option<(ShortStr, Option<ShortStr>)>,
+    dead_letters: Arc<Inbox>,
     /// Whether its backlog may page out: not with priorities, a length limit or a message
     /// TTL, whose rules see only the messages in memory (a limit bounds such a backlog
     /// anyway; paged-out messages do not carry their expiry yet).
@@ -120,25 +125,46 @@ pub(crate) struct QueueCell {
 }
 
 impl QueueCell {
+    /// A queue as declared (`decl`; `exclusive_owner`: the connection holding it exclusively),
+    /// with the store its messages go to (and its number there, if durable) and the inbox its
+    /// dead letters go to.
     pub(crate) fn new(
         name: ShortStr,
         vhost: &str,
-        durable: bool,
-        auto_delete: bool,
+        decl: warren_queue::declare::QueueDecl,
         exclusive_owner: Option<u64>,
-        arguments: FieldTable,
         disk: Option<(Arc<Durable>, Option<u64>)>,
+        dead_letters: Arc<Inbox>,
     ) -> Self {
+        let warren_queue::declare::QueueDecl {
+            durable,
+            auto_delete,
+            arguments,
+            ..
+        } = decl;
         let store = disk
             .as_ref()
             .and_then(|(d, id)| id.map(|id| (id, d.clone())));
         let transient_ref = disk.as_ref().map_or(0, |(d, _)| d.new_transient_ref());
         let limits = warren_queue::declare::limits(&arguments);
+        let short = |v: &warren_amqp_codec::FieldValue| {
+            warren_amqp_codec::erlang::value_octets(v)
+                .and_then(|b| ShortStr::from_bytes(bytes::Bytes::copy_from_slice(b)).ok())
+        };
+        let dlx = arguments
+            .get("x-dead-letter-exchange")
+            .and_then(short)
+            .map(|x| {
+                let key = arguments.get("x-dead-letter-routing-key").and_then(short);
+                (x, key)
+            });
         Self {
             paging: disk.map(|(d, _)| d),
             transient_ref,
             spilling: AtomicBool::new(false),
             next_expiry: AtomicU64::new(u64::MAX),
+            dlx,
+            dead_letters,
             may_refuse: limits.overflow != warren_queue::Overflow::DropHead
                 && (limits.max_length.is_some() || limits.max_length_bytes.is_some()),
             pages: limits.max_priority.is_none()
@@ -171,21 +197,44 @@ impl QueueCell {
     }
 
     /// A message the queue refused (a length limit): the store forgets it for this queue.
-    pub(crate) fn refused(&self, pushed: Pushed<Arc<Message>>) {
-        if let Pushed::Rejected { message, .. } = pushed {
+    pub(crate) fn refused(self: &Arc<Self>, pushed: Pushed<Arc<Message>>) {
+        if let Pushed::Rejected {
+            message,
+            dead_letter,
+        } = pushed
+        {
             // Its publisher gets a nack (if confirming).
             message.set_refused();
-            self.forget([&*message]);
+            if dead_letter && self.dlx.is_some() {
+                self.dead_letter([(message, DeathReason::MaxLen)]);
+            } else {
+                self.forget([&*message]);
+            }
         }
     }
 
     /// Messages that left the queue for good other than by an ack (rejected, expired, over a
-    /// limit): the store forgets them. (Dead-lettering comes with the queue-features work.)
-    pub(crate) fn bury(&self, state: &mut QueueState) {
+    /// limit, past the delivery limit): dead-lettered if the queue has a dead-letter exchange
+    /// (the worker routes them once this lock is released), else the store forgets them.
+    pub(crate) fn bury(self: &Arc<Self>, state: &mut QueueState) {
         if state.queue.has_dead() {
             let dead = state.queue.take_dead();
-            self.forget(dead.iter().map(|d| &*d.entry.message));
+            if self.dlx.is_some() {
+                self.dead_letter(dead.into_iter().map(|d| (d.entry.message, d.reason)));
+            } else {
+                self.forget(dead.iter().map(|d| &*d.entry.message));
+            }
         }
+    }
+
+    fn dead_letter(self: &Arc<Self>, dead: impl IntoIterator<Item = (Arc<Message>, DeathReason)>) {
+        self.dead_letters
+            .push(dead.into_iter().map(|(message, reason)| DeadLetter {
+                queue: self.clone(),
+                stored: self.stored_ref(&message),
+                message,
+                reason,
+            }));
     }
 
     /// Hands ready messages to consumers (the caller holds the lock).
@@ -320,7 +369,7 @@ impl QueueCell {
     }
 
     /// Reads the next batch of paged-out messages back into memory when the head runs low.
-    pub(crate) fn refill(&self, state: &mut QueueState) {
+    pub(crate) fn refill(self: &Arc<Self>, state: &mut QueueState) {
         if state.spill.is_empty() || state.queue.message_count() >= paging::REFILL_LOW {
             return;
         }
@@ -478,14 +527,22 @@ pub(crate) struct Vhost {
     pub(crate) name: String,
     /// Where its durable definitions and messages go (`None`: nothing is kept).
     pub(crate) durable: Option<Arc<Durable>>,
+    /// Where its queues leave their dead letters.
+    pub(crate) dead_letters: Arc<Inbox>,
     state: RwLock<VhostState>,
 }
 
 impl Vhost {
-    pub(crate) fn new(name: &str, seed: u64, durable: Option<Arc<Durable>>) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        seed: u64,
+        durable: Option<Arc<Durable>>,
+        dead_letters: Arc<Inbox>,
+    ) -> Self {
         Self {
             name: name.to_string(),
             durable,
+            dead_letters,
             state: RwLock::new(VhostState {
                 topology: Topology::new(name, seed),
                 queues: Vec::new(),
@@ -643,14 +700,17 @@ impl Vhost {
             Some(d) => Some((d.clone(), None)),
             None => None,
         };
+        let decl = QueueDecl {
+            arguments: requested.arguments.detached(),
+            ..requested.clone()
+        };
         let cell = Arc::new(QueueCell::new(
             name.detached(),
             &self.name,
-            requested.durable,
-            requested.auto_delete,
+            decl,
             exclusive_owner,
-            requested.arguments.detached(),
             store,
+            self.dead_letters.clone(),
         ));
         state.insert_queue(cell.clone());
         Ok((cell, true))

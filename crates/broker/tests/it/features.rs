@@ -192,3 +192,229 @@ async fn a_message_returned_too_often_is_dropped() {
     assert_eq!(drain(&ch, "limited").await, Vec::<String>::new());
     b.stop().await;
 }
+
+fn header<'a>(d: &'a lapin::message::Delivery, key: &str) -> Option<&'a AMQPValue> {
+    d.properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(key))
+}
+
+fn text_of(v: Option<&AMQPValue>) -> String {
+    match v {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The x-death entries as (queue, reason, count).
+fn deaths(d: &lapin::message::Delivery) -> Vec<(String, String, i64)> {
+    let Some(AMQPValue::FieldArray(items)) = header(d, "x-death") else {
+        return Vec::new();
+    };
+    items
+        .as_slice()
+        .iter()
+        .filter_map(|v| match v {
+            AMQPValue::FieldTable(t) => {
+                let t = t.inner();
+                let count = match t.get("count") {
+                    Some(AMQPValue::LongLongInt(n)) => *n,
+                    _ => -1,
+                };
+                Some((text_of(t.get("queue")), text_of(t.get("reason")), count))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+async fn get_one(ch: &lapin::Channel, queue: &str) -> Option<lapin::message::Delivery> {
+    within(ch.basic_get(queue, BasicGetOptions { no_ack: true }))
+        .await
+        .unwrap()
+        .map(|m| m.delivery)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_expired_and_dropped_messages_are_dead_lettered_with_x_death() {
+    let b = start().await;
+    let (_c, ch) = b.lapin_channel().await;
+    declare(&ch, "dlq").await;
+    let dl = |extra: &[(&str, AMQPValue)]| {
+        let mut a = vec![
+            ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+            (
+                "x-dead-letter-routing-key",
+                AMQPValue::LongString("dlq".into()),
+            ),
+        ];
+        a.extend_from_slice(extra);
+        args(&a)
+    };
+    declare_with(&ch, "src", dl(&[])).await;
+    declare_with(&ch, "ttl", dl(&[("x-message-ttl", AMQPValue::LongInt(20))])).await;
+    declare_with(&ch, "short", dl(&[("x-max-length", AMQPValue::LongInt(1))])).await;
+
+    // Rejected.
+    publish(&ch, "", "src", "r").await;
+    b.wait_queue("src", |q| q.messages_ready == 1).await;
+    let m = within(ch.basic_get("src", BasicGetOptions { no_ack: false }))
+        .await
+        .unwrap()
+        .unwrap();
+    within(
+        m.delivery
+            .acker
+            .reject(BasicRejectOptions { requeue: false }),
+    )
+    .await
+    .unwrap();
+    b.wait_queue("dlq", |q| q.messages_ready == 1).await;
+    let d = get_one(&ch, "dlq").await.unwrap();
+    assert_eq!(text(&d), "r");
+    assert_eq!(deaths(&d), [("src".into(), "rejected".into(), 1)]);
+    assert_eq!(text_of(header(&d, "x-first-death-queue")), "src");
+    assert_eq!(text_of(header(&d, "x-first-death-reason")), "rejected");
+    assert_eq!(d.routing_key.as_str(), "dlq");
+
+    // Expired, with its own expiration recorded and removed.
+    send(
+        &ch,
+        "ttl",
+        "e",
+        BasicProperties::default().with_expiration("5000".into()),
+    )
+    .await;
+    b.wait_queue("dlq", |q| q.messages_ready == 1).await;
+    let d = get_one(&ch, "dlq").await.unwrap();
+    assert_eq!(deaths(&d), [("ttl".into(), "expired".into(), 1)]);
+    assert!(d.properties.expiration().is_none());
+    let Some(AMQPValue::FieldArray(items)) = header(&d, "x-death") else {
+        panic!("x-death");
+    };
+    let AMQPValue::FieldTable(entry) = &items.as_slice()[0] else {
+        panic!("entry");
+    };
+    assert_eq!(text_of(entry.inner().get("original-expiration")), "5000");
+
+    // Dropped by the length limit.
+    publish(&ch, "", "short", "old").await;
+    publish(&ch, "", "short", "new").await;
+    b.wait_queue("dlq", |q| q.messages_ready == 1).await;
+    let d = get_one(&ch, "dlq").await.unwrap();
+    assert_eq!(text(&d), "old");
+    assert_eq!(deaths(&d), [("short".into(), "maxlen".into(), 1)]);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_cycle_ends_and_a_rejection_cycle_counts_up() {
+    let b = start().await;
+    let (_c, ch) = b.lapin_channel().await;
+    // A → A by TTL: dropped at its first expiry.
+    declare_with(
+        &ch,
+        "loop",
+        args(&[
+            ("x-message-ttl", AMQPValue::LongInt(10)),
+            ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+        ]),
+    )
+    .await;
+    publish(&ch, "", "loop", "x").await;
+    b.wait_queue("loop", |q| {
+        q.messages_ready == 0 && q.counters.published >= 1
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let q = b.queue("loop").unwrap();
+    assert_eq!(
+        (q.messages_ready, q.counters.published),
+        (0, 1),
+        "dropped, not looping"
+    );
+    // Rejected back into itself: goes on, counting.
+    declare_with(
+        &ch,
+        "again",
+        args(&[("x-dead-letter-exchange", AMQPValue::LongString("".into()))]),
+    )
+    .await;
+    publish(&ch, "", "again", "y").await;
+    for n in 1..=3 {
+        b.wait_queue("again", |q| q.messages_ready == 1).await;
+        let m = within(ch.basic_get("again", BasicGetOptions { no_ack: false }))
+            .await
+            .unwrap()
+            .unwrap();
+        if n > 1 {
+            assert_eq!(
+                deaths(&m.delivery),
+                [("again".into(), "rejected".into(), n - 1)]
+            );
+        }
+        within(
+            m.delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: false }),
+        )
+        .await
+        .unwrap();
+    }
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_dead_letter_survives_a_restart_in_its_new_queue() {
+    let dir = DataDir::new();
+    let b = dir.start().await;
+    let (_c, ch) = b.lapin_channel().await;
+    declare_durable(&ch, "dead").await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    within(ch.queue_declare(
+        "work",
+        durable,
+        args(&[
+            ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+            (
+                "x-dead-letter-routing-key",
+                AMQPValue::LongString("dead".into()),
+            ),
+        ]),
+    ))
+    .await
+    .unwrap();
+    send(
+        &ch,
+        "work",
+        "p",
+        BasicProperties::default().with_delivery_mode(2),
+    )
+    .await;
+    b.wait_queue("work", |q| q.messages_ready == 1).await;
+    let m = within(ch.basic_get("work", BasicGetOptions { no_ack: false }))
+        .await
+        .unwrap()
+        .unwrap();
+    within(
+        m.delivery
+            .acker
+            .reject(BasicRejectOptions { requeue: false }),
+    )
+    .await
+    .unwrap();
+    b.wait_queue("dead", |q| q.messages_ready == 1).await;
+    let b = dir.restart(b).await;
+    assert_eq!(b.queue("work").unwrap().messages_ready, 0);
+    assert_eq!(b.queue("dead").unwrap().messages_ready, 1);
+    let (_c, ch) = b.lapin_channel().await;
+    let d = get_one(&ch, "dead").await.unwrap();
+    assert_eq!(text(&d), "p");
+    assert_eq!(deaths(&d), [("work".into(), "rejected".into(), 1)]);
+    assert_eq!(b.handle().counters().stored_messages, 0);
+    b.stop().await;
+}
