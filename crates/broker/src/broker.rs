@@ -708,7 +708,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 /// Expired messages go promptly even from queues nobody reads: every 50 ms, the queues whose
-/// next expiry has come are advanced (one atomic read per queue otherwise).
+/// next expiry has come are advanced (one atomic read per queue otherwise); queues unused
+/// for their `x-expires` are deleted (their messages are not dead-lettered, as in RabbitMQ).
 async fn expiry_sweeper(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -726,12 +727,21 @@ async fn expiry_sweeper(shared: Arc<Shared>) {
             let due: Vec<Arc<QueueCell>> = v
                 .read()
                 .queues()
-                .filter(|q| q.next_expiry.load(Ordering::Acquire) < now)
+                .filter(|q| q.next_expiry.load(Ordering::Acquire) < now || q.expires.is_some())
                 .cloned()
                 .collect();
             for q in due {
                 let mut s = q.lock();
-                if !s.deleted {
+                if s.deleted {
+                    continue;
+                }
+                if q.unused_for_too_long(&s, now) {
+                    drop(s);
+                    tracing::debug!(queue = %q.name, vhost = %v.name, "queue expired (x-expires)");
+                    v.delete_queue(&q);
+                    continue;
+                }
+                if q.next_expiry.load(Ordering::Acquire) < now {
                     q.deliver(&mut s);
                 }
             }

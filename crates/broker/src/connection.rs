@@ -1155,6 +1155,7 @@ impl Conn {
                 ctx.check(ch, Access::Read, ResourceKind::Queue, &name)?;
                 let cell = ctx.find_queue(&name)?;
                 ctx.check_owner(&cell)?;
+                cell.touch();
                 let got = {
                     let mut s = cell.lock();
                     s.queue.advance(crate::now_ms());
@@ -1564,6 +1565,7 @@ impl Ctx {
             (s.message_count(), s.queue.consumer_count())
         };
         ch.last_queue = Some(cell.name.clone());
+        cell.touch();
         Ok(QueueDeclareOk {
             queue: cell.name.clone(),
             message_count: count32(messages),
@@ -1655,6 +1657,7 @@ impl Ctx {
                 credit: ch.credit.clone(),
             },
         };
+        cell.touch();
         let id = {
             let mut s = cell.lock();
             // Deleted since it was looked up (e.g. auto-deleted by another connection).
@@ -1680,6 +1683,7 @@ impl Ctx {
     /// auto-delete queue whose consumer was connected at `stop_app`, and to keep one that
     /// never had a consumer).
     fn cancel_in_queue(&mut self, c: &ChannelConsumer) {
+        c.queue.touch();
         let removed = c.queue.lock().queue.remove_consumer(c.id);
         if removed.is_some_and(|r| r.auto_delete_now) {
             if let Some(v) = &self.vhost {

@@ -116,6 +116,11 @@ pub(crate) struct QueueCell {
     pub(crate) may_refuse: bool,
     /// Its dead-letter exchange and routing key (`x-dead-letter-*`).
     pub(crate) dlx: Option<(ShortStr, Option<ShortStr>)>,
+    /// `x-expires`: milliseconds unused after which the queue is deleted.
+    pub(crate) expires: Option<u64>,
+    /// When it was last used (declared, consumed from, `basic.get`, a consumer cancelled),
+    /// on the broker's clock.
+    pub(crate) last_used: AtomicU64,
     dead_letters: Arc<Inbox>,
     /// Whether its backlog may page out: not with priorities, a length limit or a message
     /// TTL, whose rules see only the messages in memory (a limit bounds such a backlog
@@ -165,6 +170,11 @@ impl QueueCell {
             next_expiry: AtomicU64::new(u64::MAX),
             dlx,
             dead_letters,
+            expires: arguments
+                .get("x-expires")
+                .and_then(warren_amqp_codec::FieldValue::as_i64)
+                .and_then(|n| u64::try_from(n).ok()),
+            last_used: AtomicU64::new(crate::now_ms()),
             may_refuse: limits.overflow != warren_queue::Overflow::DropHead
                 && (limits.max_length.is_some() || limits.max_length_bytes.is_some()),
             pages: limits.max_priority.is_none()
@@ -211,6 +221,20 @@ impl QueueCell {
                 self.forget([&*message]);
             }
         }
+    }
+
+    /// The queue is used now (what restarts its `x-expires` clock, as in RabbitMQ:
+    /// declarations, `basic.get`, consumers coming and going; not publishes).
+    pub(crate) fn touch(&self) {
+        self.last_used.store(crate::now_ms(), Ordering::Release);
+    }
+
+    /// Whether `x-expires` has run out: no consumers, unused for that long.
+    pub(crate) fn unused_for_too_long(&self, state: &QueueState, now: u64) -> bool {
+        self.expires.is_some_and(|e| {
+            state.queue.consumer_count() == 0
+                && now.saturating_sub(self.last_used.load(Ordering::Acquire)) > e
+        })
     }
 
     /// Messages that left the queue for good other than by an ack (rejected, expired, over a

@@ -418,3 +418,31 @@ async fn a_persistent_dead_letter_survives_a_restart_in_its_new_queue() {
     assert_eq!(b.handle().counters().stored_messages, 0);
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_queue_expires_and_a_used_one_does_not() {
+    let b = start().await;
+    let (_c, ch) = b.lapin_channel().await;
+    let expires = || args(&[("x-expires", AMQPValue::LongInt(300))]);
+    declare_with(&ch, "idle", expires()).await;
+    declare_with(&ch, "watched", expires()).await;
+    declare_with(&ch, "polled", expires()).await;
+    publish(&ch, "", "idle", "lost with it").await;
+    let _c = consume(
+        &ch,
+        "watched",
+        "w",
+        lapin::options::BasicConsumeOptions::default(),
+    )
+    .await;
+    // Polled every 100 ms: each basic.get restarts its clock.
+    for _ in 0..8 {
+        get(&ch, "polled").await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(b.queue("idle").is_none(), "unused for 300 ms: deleted");
+    assert!(b.queue("watched").is_some(), "a consumer keeps it");
+    assert!(b.queue("polled").is_some(), "basic.get keeps it");
+    b.wait_queue_gone("polled").await;
+    b.stop().await;
+}
