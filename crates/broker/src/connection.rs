@@ -1656,6 +1656,13 @@ impl Ctx {
                 tag: tag.clone(),
                 credit: ch.credit.clone(),
             },
+            priority: m
+                .arguments
+                .get("x-priority")
+                .and_then(warren_amqp_codec::FieldValue::as_i64)
+                .map_or(0, |p| {
+                    p.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+                }),
         };
         cell.touch();
         let id = {

@@ -152,6 +152,10 @@ impl QueueCell {
             .and_then(|(d, id)| id.map(|id| (id, d.clone())));
         let transient_ref = disk.as_ref().map_or(0, |(d, _)| d.new_transient_ref());
         let limits = warren_queue::declare::limits(&arguments);
+        let single_active_consumer = matches!(
+            arguments.get("x-single-active-consumer"),
+            Some(warren_amqp_codec::FieldValue::Bool(true))
+        );
         let short = |v: &warren_amqp_codec::FieldValue| {
             warren_amqp_codec::erlang::value_octets(v)
                 .and_then(|b| ShortStr::from_bytes(bytes::Bytes::copy_from_slice(b)).ok())
@@ -192,6 +196,7 @@ impl QueueCell {
                 queue: Queue::new(QueueConfig {
                     auto_delete,
                     limits,
+                    single_active_consumer,
                 }),
                 counters: QueueCounters::default(),
                 deleted: false,

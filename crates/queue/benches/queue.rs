@@ -31,6 +31,7 @@ fn filled(limits: Limits) -> Queue<Msg, Anyone> {
     let mut q = Queue::new(QueueConfig {
         auto_delete: false,
         limits,
+        single_active_consumer: false,
     });
     for i in 0..BACKLOG {
         q.advance(i / 1000);

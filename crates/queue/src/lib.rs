@@ -36,7 +36,9 @@
 //! q.publish(Msg("a"));
 //! q.publish(Msg("b"));
 //! let c = q
-//!     .add_consumer(ConsumerSpec { no_ack: false, exclusive: false, prefetch: 1, recipient: Anyone })
+//!     .add_consumer(ConsumerSpec {
+//!         no_ack: false, exclusive: false, prefetch: 1, recipient: Anyone, priority: 0,
+//!     })
 //!     .unwrap();
 //! let mut out = Vec::new();
 //! q.deliver(|_, entry| out.push(entry));

@@ -87,6 +87,9 @@ pub struct ConsumerSpec<C> {
     pub prefetch: u16,
     /// The owner's handle: where deliveries go and who is asked for channel credit.
     pub recipient: C,
+    /// `x-priority`: consumers of a higher priority get messages first, while they have
+    /// credit; equal ones take turns.
+    pub priority: i32,
 }
 
 /// One consumer of a queue.
@@ -98,6 +101,43 @@ pub struct Consumer<C> {
     unacked: u32,
     /// Whether the consumer is in the rotation.
     active: bool,
+    /// Waiting for its turn on a single-active-consumer queue.
+    standby: bool,
+    /// When it subscribed, in the queue's order.
+    registered: u64,
+}
+
+/// Consumers in the rotation: by priority, the highest first, taking turns within one.
+#[derive(Debug, Default)]
+struct Rotation(std::collections::BTreeMap<std::cmp::Reverse<i32>, VecDeque<ConsumerId>>);
+
+impl Rotation {
+    fn push_back(&mut self, id: ConsumerId, priority: i32) {
+        self.0
+            .entry(std::cmp::Reverse(priority))
+            .or_default()
+            .push_back(id);
+    }
+
+    fn pop_front(&mut self) -> Option<ConsumerId> {
+        let mut lane = self.0.first_entry()?;
+        let id = lane.get_mut().pop_front();
+        if lane.get().is_empty() {
+            lane.remove();
+        }
+        id
+    }
+
+    fn remove(&mut self, id: ConsumerId) {
+        self.0.retain(|_, lane| {
+            lane.retain(|c| *c != id);
+            !lane.is_empty()
+        });
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 impl<C> Consumer<C> {
@@ -120,6 +160,14 @@ impl<C> Consumer<C> {
     /// Its prefetch limit (0: none).
     pub fn prefetch(&self) -> u16 {
         self.spec.prefetch
+    }
+    /// Its priority (`x-priority`).
+    pub fn priority(&self) -> i32 {
+        self.spec.priority
+    }
+    /// Whether it gets messages on a single-active-consumer queue (always true elsewhere).
+    pub fn is_single_active(&self) -> bool {
+        !self.standby
     }
     /// Deliveries it has not settled yet.
     pub fn unacked(&self) -> u32 {
@@ -179,6 +227,9 @@ pub struct QueueConfig {
     pub auto_delete: bool,
     /// The rules its arguments (and policies) set.
     pub limits: Limits,
+    /// `x-single-active-consumer`: one consumer at a time gets messages; when it goes, the
+    /// one of the highest priority, then the earliest subscribed, takes over.
+    pub single_active_consumer: bool,
 }
 
 /// What a queue does when a publish would take it past a length limit (`x-overflow`).
@@ -304,8 +355,10 @@ pub struct Queue<M, C> {
     consumers: Vec<Option<Consumer<C>>>,
     free_slots: Vec<u32>,
     consumer_count: u32,
-    /// Consumers in the rotation, next first.
-    rotation: VecDeque<ConsumerId>,
+    /// Consumers in the rotation, by priority.
+    rotation: Rotation,
+    /// Subscriptions so far (their order).
+    registrations: u64,
     /// Deliveries out (to consumers with acks, or `basic.get` without `no_ack`).
     unacked: u64,
     generation: u32,
@@ -325,7 +378,8 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
             consumers: Vec::new(),
             free_slots: Vec::new(),
             consumer_count: 0,
-            rotation: VecDeque::new(),
+            rotation: Rotation::default(),
+            registrations: 0,
             unacked: 0,
             generation: 0,
             had_consumers: false,
@@ -472,6 +526,14 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
         if self.consumer_count > 0 && (spec.exclusive || self.consumers().any(|c| c.exclusive())) {
             return Err(ConsumeError::ExclusiveInUse);
         }
+        // RabbitMQ refuses an exclusive consumer on a single-active-consumer queue, always.
+        if self.config.single_active_consumer && spec.exclusive {
+            return Err(ConsumeError::ExclusiveInUse);
+        }
+        let standby = self.config.single_active_consumer && self.consumer_count > 0;
+        let priority = spec.priority;
+        self.registrations += 1;
+        let registered = self.registrations;
         self.generation = self.generation.wrapping_add(1);
         let slot = match self.free_slots.pop() {
             Some(s) => s,
@@ -489,12 +551,16 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
                 id,
                 spec,
                 unacked: 0,
-                active: true,
+                active: !standby,
+                standby,
+                registered,
             });
         }
         self.consumer_count += 1;
         self.had_consumers = true;
-        self.rotation.push_back(id);
+        if !standby {
+            self.rotation.push_back(id, priority);
+        }
         Ok(id)
     }
 
@@ -509,7 +575,25 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
         self.free_slots.push(id.slot);
         self.consumer_count -= 1;
         if consumer.active {
-            self.rotation.retain(|c| *c != id);
+            self.rotation.remove(id);
+        }
+        if self.config.single_active_consumer && !consumer.standby {
+            // The next takes over: the highest priority, then the earliest subscribed.
+            let next = self
+                .consumers
+                .iter()
+                .flatten()
+                .filter(|c| c.standby)
+                .max_by_key(|c| (c.spec.priority, std::cmp::Reverse(c.registered)))
+                .map(|c| c.id);
+            if let Some(next) = next {
+                if let Some(c) = self.consumer_mut(next) {
+                    c.standby = false;
+                    c.active = true;
+                    let p = c.spec.priority;
+                    self.rotation.push_back(next, p);
+                }
+            }
         }
         Some(Removed {
             recipient: consumer.spec.recipient,
@@ -543,9 +627,10 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
     /// or its connection's output room came back). Call [`Self::deliver`] afterwards.
     pub fn resume(&mut self, id: ConsumerId) {
         if let Some(c) = self.consumer_mut(id) {
-            if !c.active {
+            if !c.active && !c.standby {
                 c.active = true;
-                self.rotation.push_back(id);
+                let p = c.spec.priority;
+                self.rotation.push_back(id, p);
             }
         }
     }
@@ -572,6 +657,8 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
     /// refused by either leaves the rotation (its own prefetch puts it back when a settlement
     /// frees credit; the recipient's refusal waits for [`Self::resume`]).
     pub fn deliver(&mut self, mut out: impl FnMut(&Consumer<C>, Entry<M>)) -> usize {
+        // Expired messages go first, so that credit is only taken for a message to hand out.
+        self.advance(self.now);
         let mut delivered = 0;
         while !self.is_empty() {
             let Some(id) = self.rotation.pop_front() else {
@@ -601,7 +688,8 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
             if !no_ack {
                 self.unacked += 1;
             }
-            self.rotation.push_back(id);
+            let priority = self.consumer(id).map_or(0, |c| c.spec.priority);
+            self.rotation.push_back(id, priority);
             if let Some(consumer) = self.consumer(id) {
                 out(consumer, entry);
             }
@@ -663,9 +751,10 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
     fn release_credit(&mut self, id: ConsumerId) {
         if let Some(c) = self.consumer_mut(id) {
             c.unacked = c.unacked.saturating_sub(1);
-            if !c.active && c.has_own_credit() {
+            if !c.active && !c.standby && c.has_own_credit() {
                 c.active = true;
-                self.rotation.push_back(id);
+                let p = c.spec.priority;
+                self.rotation.push_back(id, p);
             }
         }
     }

@@ -256,7 +256,18 @@ pub(crate) async fn try_consume(
     tag: &str,
     options: BasicConsumeOptions,
 ) -> lapin::Result<Deliveries> {
-    let consumer = within(ch.basic_consume(queue, tag, options, FieldTable::default())).await?;
+    try_consume_with(ch, queue, tag, options, FieldTable::default()).await
+}
+
+/// [`try_consume`] with `basic.consume` arguments (e.g. `x-priority`).
+pub(crate) async fn try_consume_with(
+    ch: &Channel,
+    queue: &str,
+    tag: &str,
+    options: BasicConsumeOptions,
+    arguments: FieldTable,
+) -> lapin::Result<Deliveries> {
+    let consumer = within(ch.basic_consume(queue, tag, options, arguments)).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     // The delegate is called in delivery order; sending before the returned future runs
     // keeps that order (the futures themselves run in parallel on lapin's executor).

@@ -446,3 +446,69 @@ async fn an_unused_queue_expires_and_a_used_one_does_not() {
     b.wait_queue_gone("polled").await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_active_consumer_gets_everything_until_it_goes() {
+    let b = start().await;
+    let (_c1, ch1) = b.lapin_channel().await;
+    let (_c2, ch2) = b.lapin_channel().await;
+    declare_with(
+        &ch1,
+        "sac",
+        args(&[("x-single-active-consumer", AMQPValue::Boolean(true))]),
+    )
+    .await;
+    let opts = lapin::options::BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut first = consume(&ch1, "sac", "first", opts).await;
+    let mut second = consume(&ch2, "sac", "second", opts).await;
+    for m in ["a", "b", "c"] {
+        publish(&ch1, "", "sac", m).await;
+    }
+    let got: Vec<String> = first.take(3).await.iter().map(text).collect();
+    assert_eq!(got, ["a", "b", "c"]);
+    second.assert_quiet().await;
+    within(ch1.basic_cancel("first", lapin::options::BasicCancelOptions::default()))
+        .await
+        .unwrap();
+    publish(&ch1, "", "sac", "d").await;
+    assert_eq!(text(&second.next().await), "d");
+    // An exclusive consumer is refused on such a queue.
+    let (_c3, ch3) = b.lapin_channel().await;
+    let mut errors = channel_errors(&ch3);
+    let exclusive = lapin::options::BasicConsumeOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    let _ = ch3
+        .basic_consume("sac", "x", exclusive, FieldTable::default())
+        .await;
+    assert_eq!(next_error(&mut errors).await.0, 403);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_higher_priority_consumer_is_served_first() {
+    let b = start().await;
+    let (_c1, ch1) = b.lapin_channel().await;
+    let (_c2, ch2) = b.lapin_channel().await;
+    declare(&ch1, "cp").await;
+    let opts = lapin::options::BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut low = consume(&ch1, "cp", "low", opts).await;
+    let priority = args(&[("x-priority", AMQPValue::LongInt(10))]);
+    let mut high = try_consume_with(&ch2, "cp", "high", opts, priority)
+        .await
+        .expect("basic.consume succeeds");
+    for m in ["1", "2", "3"] {
+        publish(&ch1, "", "cp", m).await;
+    }
+    let got: Vec<String> = high.take(3).await.iter().map(text).collect();
+    assert_eq!(got, ["1", "2", "3"]);
+    low.assert_quiet().await;
+    b.stop().await;
+}

@@ -95,6 +95,7 @@ pub(crate) fn spec(prefetch: u16, no_ack: bool, recipient: Rcpt) -> ConsumerSpec
         exclusive: false,
         prefetch,
         recipient,
+        priority: 0,
     }
 }
 
@@ -104,6 +105,7 @@ pub(crate) fn exclusive(recipient: Rcpt) -> ConsumerSpec<Rcpt> {
         exclusive: true,
         prefetch: 0,
         recipient,
+        priority: 0,
     }
 }
 

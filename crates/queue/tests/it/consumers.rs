@@ -272,6 +272,7 @@ fn consumer_accessors_report_the_spec() {
             exclusive: true,
             prefetch: 7,
             recipient: r.clone(),
+            priority: 0,
         })
         .unwrap();
     let cons = q.consumer(c).unwrap();
@@ -565,6 +566,7 @@ fn channel_credit_is_shared_by_the_channels_queues() {
         exclusive: false,
         prefetch: 0,
         recipient: ch.clone(),
+        priority: 0,
     };
     let c1 = q1.add_consumer(spec(false)).unwrap();
     let c2 = q2.add_consumer(spec(false)).unwrap();
@@ -602,4 +604,63 @@ fn channel_credit_is_shared_by_the_channels_queues() {
     assert_eq!(out2, [(c3, "d"), (c2, "e"), (c3, "f")]);
     assert_eq!(credit.used(), 2);
     assert!(!credit.release(0));
+}
+
+fn sac_queue() -> Q {
+    warren_queue::Queue::new(warren_queue::QueueConfig {
+        single_active_consumer: true,
+        ..warren_queue::QueueConfig::default()
+    })
+}
+
+fn with_priority(prefetch: u16, priority: i32) -> ConsumerSpec<Rcpt> {
+    ConsumerSpec {
+        priority,
+        ..spec(prefetch, false, Rcpt::open())
+    }
+}
+
+#[test]
+fn a_single_active_consumer_queue_serves_one_and_the_next_takes_over() {
+    let mut q = sac_queue();
+    let first = q.add_consumer(with_priority(0, 0)).unwrap();
+    let low = q.add_consumer(with_priority(0, 1)).unwrap();
+    let high = q.add_consumer(with_priority(0, 5)).unwrap();
+    let later_high = q.add_consumer(with_priority(0, 5)).unwrap();
+    // The first registered is active; a higher-priority newcomer does not take over.
+    publish_all(&mut q, &["a", "b", "c"]);
+    let d = deliver(&mut q);
+    assert!(d.iter().all(|(c, _)| *c == first), "{d:?}");
+    assert!(q.consumer(first).unwrap().is_single_active());
+    assert!(!q.consumer(high).unwrap().is_single_active());
+    // When it goes: the highest priority, then the earliest registered.
+    q.remove_consumer(first);
+    publish_all(&mut q, &["d"]);
+    assert_eq!(deliver(&mut q)[0].0, high);
+    q.remove_consumer(high);
+    publish_all(&mut q, &["e"]);
+    assert_eq!(deliver(&mut q)[0].0, later_high);
+    q.remove_consumer(later_high);
+    publish_all(&mut q, &["f"]);
+    assert_eq!(deliver(&mut q)[0].0, low);
+    // An exclusive consumer is refused on such a queue, even alone.
+    let mut q = sac_queue();
+    assert_eq!(
+        q.add_consumer(exclusive(Rcpt::open())).unwrap_err(),
+        warren_queue::ConsumeError::ExclusiveInUse
+    );
+}
+
+#[test]
+fn higher_priority_consumers_are_served_first_while_they_have_credit() {
+    let mut q = queue();
+    let low = q.add_consumer(with_priority(0, 0)).unwrap();
+    let high_a = q.add_consumer(with_priority(2, 10)).unwrap();
+    let high_b = q.add_consumer(with_priority(1, 10)).unwrap();
+    publish_all(&mut q, &["1", "2", "3", "4", "5"]);
+    let d = deliver(&mut q);
+    let who: Vec<warren_queue::ConsumerId> = d.iter().map(|(c, _)| *c).collect();
+    // The two high ones take turns until their prefetch is used up; the low one gets the
+    // rest.
+    assert_eq!(who, [high_a, high_b, high_a, low, low]);
 }

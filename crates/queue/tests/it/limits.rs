@@ -51,6 +51,7 @@ fn queue(limits: Limits) -> Queue<M, Anyone> {
     Queue::new(QueueConfig {
         auto_delete: false,
         limits,
+        single_active_consumer: false,
     })
 }
 

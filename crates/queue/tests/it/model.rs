@@ -340,6 +340,7 @@ impl Harness {
                     exclusive,
                     prefetch,
                     recipient: MRcpt(owner.clone()),
+                    priority: 0,
                 });
                 if refused {
                     assert_eq!(r.unwrap_err(), ConsumeError::ExclusiveInUse);
@@ -605,6 +606,7 @@ proptest! {
                 granted: Cell::new(0),
                 credit: h.credit.clone(),
             })),
+            priority: 0,
         }).expect("no consumers left");
         let mut offsets = Vec::new();
         h.q.deliver(|c, e| {
