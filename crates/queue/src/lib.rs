@@ -14,11 +14,17 @@
 //!   numbering folded into `multiple` replies ([`channel::Confirms`]), and confirm/tx modes
 //!   with the transaction buffer ([`channel::Mode`]).
 //!
+//! - The rules queue arguments set ([`Limits`]), with time passed in ([`Queue::advance`]):
+//!   message TTL per queue and per message (expired messages leave wherever they are),
+//!   length limits with `drop-head`, `reject-publish` and `reject-publish-dlx`, priorities,
+//!   the delivery limit; single active consumer and consumer priorities. Messages that leave
+//!   other than by an ack come out as [`Dead`] with their reason, and [`deadletter`] writes
+//!   their dead letters' headers as RabbitMQ does.
+//!
 //! What it deliberately does not do: hold channels, sockets or delivery tags inside a queue
 //! (a delivery leaves as an [`Entry`] and comes back as a [`Settlement`]), know how messages
-//! are encoded (the message type is the caller's), or decide anything about routing. TTL,
-//! length limits, priorities and dead-lettering come as further rules of [`Queue`], with time
-//! passed in.
+//! are encoded (the message type is the caller's), read a clock, or decide anything about
+//! routing (a dead letter is the caller's to route).
 //!
 //! ```
 //! use warren_queue::{ConsumerSpec, Outcome, Payload, Queue, QueueConfig, Recipient, Settlement};
