@@ -1540,13 +1540,7 @@ impl Ctx {
             }
             self.check(ch, Access::Configure, ResourceKind::Queue, &name)?;
             let (cell, created) = vhost.declare_queue(&name, &requested, Some(self.id), || {
-                if let Some(dlx) = m
-                    .arguments
-                    .get("x-dead-letter-exchange")
-                    .and_then(warren_amqp_codec::erlang::value_octets)
-                {
-                    let dlx = ShortStr::from_bytes(bytes::Bytes::copy_from_slice(dlx))
-                        .unwrap_or_default();
+                if let Some((dlx, _)) = declare::dead_letter_target(&m.arguments) {
                     self.check(ch, Access::Read, ResourceKind::Queue, &name)?;
                     self.check(ch, Access::Write, ResourceKind::Exchange, &dlx)?;
                 }
@@ -1656,13 +1650,7 @@ impl Ctx {
                 tag: tag.clone(),
                 credit: ch.credit.clone(),
             },
-            priority: m
-                .arguments
-                .get("x-priority")
-                .and_then(warren_amqp_codec::FieldValue::as_i64)
-                .map_or(0, |p| {
-                    p.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
-                }),
+            priority: declare::consumer_priority(&m.arguments),
         };
         cell.touch();
         let id = {

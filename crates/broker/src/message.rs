@@ -97,7 +97,7 @@ impl Message {
             ttl: properties
                 .expiration
                 .as_ref()
-                .and_then(|e| std::str::from_utf8(e.as_bytes()).ok()?.parse().ok()),
+                .and_then(|e| warren_queue::declare::check_expiration(e.as_bytes()).ok()),
             stored: OnceLock::new(),
             read_for: AtomicU64::new(0),
             refused: std::sync::atomic::AtomicBool::new(false),

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use warren_amqp_codec::{FieldTable, ShortStr};
 use warren_queue::DeathReason;
-use warren_queue::{Pushed, Queue, QueueConfig, QueueStats};
+use warren_queue::{Pushed, Queue, QueueStats};
 use warren_routing::{QueueId, Topology};
 use warren_store::MessageRef;
 
@@ -141,6 +141,9 @@ impl QueueCell {
         disk: Option<(Arc<Durable>, Option<u64>)>,
         dead_letters: Arc<Inbox>,
     ) -> Self {
+        let config = warren_queue::declare::queue_config(&decl);
+        let dlx = warren_queue::declare::dead_letter_target(&decl.arguments);
+        let expires = warren_queue::declare::queue_expiry(&decl.arguments);
         let warren_queue::declare::QueueDecl {
             durable,
             auto_delete,
@@ -151,22 +154,6 @@ impl QueueCell {
             .as_ref()
             .and_then(|(d, id)| id.map(|id| (id, d.clone())));
         let transient_ref = disk.as_ref().map_or(0, |(d, _)| d.new_transient_ref());
-        let limits = warren_queue::declare::limits(&arguments);
-        let single_active_consumer = matches!(
-            arguments.get("x-single-active-consumer"),
-            Some(warren_amqp_codec::FieldValue::Bool(true))
-        );
-        let short = |v: &warren_amqp_codec::FieldValue| {
-            warren_amqp_codec::erlang::value_octets(v)
-                .and_then(|b| ShortStr::from_bytes(bytes::Bytes::copy_from_slice(b)).ok())
-        };
-        let dlx = arguments
-            .get("x-dead-letter-exchange")
-            .and_then(short)
-            .map(|x| {
-                let key = arguments.get("x-dead-letter-routing-key").and_then(short);
-                (x, key)
-            });
         Self {
             paging: disk.map(|(d, _)| d),
             transient_ref,
@@ -174,17 +161,10 @@ impl QueueCell {
             next_expiry: AtomicU64::new(u64::MAX),
             dlx,
             dead_letters,
-            expires: arguments
-                .get("x-expires")
-                .and_then(warren_amqp_codec::FieldValue::as_i64)
-                .and_then(|n| u64::try_from(n).ok()),
+            expires,
             last_used: AtomicU64::new(crate::now_ms()),
-            may_refuse: limits.overflow != warren_queue::Overflow::DropHead
-                && (limits.max_length.is_some() || limits.max_length_bytes.is_some()),
-            pages: limits.max_priority.is_none()
-                && limits.message_ttl.is_none()
-                && limits.max_length.is_none()
-                && limits.max_length_bytes.is_none(),
+            may_refuse: config.limits.may_refuse(),
+            pages: !config.limits.needs_all_messages(),
             name,
             vhost: vhost.to_string(),
             durable,
@@ -193,11 +173,7 @@ impl QueueCell {
             arguments,
             store,
             state: Mutex::new(QueueState {
-                queue: Queue::new(QueueConfig {
-                    auto_delete,
-                    limits,
-                    single_active_consumer,
-                }),
+                queue: Queue::new(config),
                 counters: QueueCounters::default(),
                 deleted: false,
                 flow_waiters: Vec::new(),

@@ -2,7 +2,7 @@
 //! equivalence of redeclarations, exclusivity, and the texts RabbitMQ refuses them with.
 
 use warren_amqp_codec::erlang::{loose_eq, plain_value, type_name, value_octets};
-use warren_amqp_codec::{AmqpException, FieldTable, FieldValue, ReplyCode};
+use warren_amqp_codec::{AmqpException, FieldTable, FieldValue, ReplyCode, ShortStr};
 
 /// What a `queue.declare` asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -513,4 +513,43 @@ pub fn limits(args: &FieldTable) -> crate::Limits {
         max_priority: number("x-max-priority").map(|n| u8::try_from(n).unwrap_or(u8::MAX)),
         delivery_limit: number("x-delivery-limit").map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
     }
+}
+
+/// A queue's settings from its declaration: `auto_delete`, the rules of [`limits`], and
+/// `x-single-active-consumer`.
+pub fn queue_config(decl: &QueueDecl) -> crate::QueueConfig {
+    crate::QueueConfig {
+        auto_delete: decl.auto_delete,
+        limits: limits(&decl.arguments),
+        single_active_consumer: matches!(
+            decl.arguments.get("x-single-active-consumer"),
+            Some(FieldValue::Bool(true))
+        ),
+    }
+}
+
+/// `x-dead-letter-exchange` and `x-dead-letter-routing-key`, if the queue dead-letters.
+pub fn dead_letter_target(args: &FieldTable) -> Option<(ShortStr, Option<ShortStr>)> {
+    let short = |v: &FieldValue| {
+        value_octets(v).and_then(|b| ShortStr::from_bytes(bytes::Bytes::copy_from_slice(b)).ok())
+    };
+    let exchange = args.get("x-dead-letter-exchange").and_then(short)?;
+    Some((
+        exchange,
+        args.get("x-dead-letter-routing-key").and_then(short),
+    ))
+}
+
+/// `x-expires`: milliseconds a queue may stay unused before it is deleted.
+pub fn queue_expiry(args: &FieldTable) -> Option<u64> {
+    args.get("x-expires")
+        .and_then(integer)
+        .and_then(|n| u64::try_from(n).ok())
+}
+
+/// A consumer's `x-priority` (0 without one).
+pub fn consumer_priority(args: &FieldTable) -> i32 {
+    args.get("x-priority").and_then(integer).map_or(0, |p| {
+        p.clamp(i128::from(i32::MIN), i128::from(i32::MAX)) as i32
+    })
 }

@@ -262,6 +262,24 @@ pub struct Limits {
     pub delivery_limit: Option<u32>,
 }
 
+impl Limits {
+    /// Whether a publish may be refused (a length limit with `reject-publish(-dlx)`): its
+    /// confirm must wait for the enqueue.
+    pub fn may_refuse(&self) -> bool {
+        self.overflow != Overflow::DropHead
+            && (self.max_length.is_some() || self.max_length_bytes.is_some())
+    }
+
+    /// Whether a rule depends on every ready message being in the queue (priorities, length
+    /// limits, a message TTL): such a queue's backlog cannot page out.
+    pub fn needs_all_messages(&self) -> bool {
+        self.max_priority.is_some()
+            || self.message_ttl.is_some()
+            || self.max_length.is_some()
+            || self.max_length_bytes.is_some()
+    }
+}
+
 /// Why a message left its queue other than by an ack: the `reason` of RabbitMQ's `x-death`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeathReason {
