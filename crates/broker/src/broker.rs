@@ -54,6 +54,10 @@ pub enum Error {
     /// `queues[3]: PRECONDITION_FAILED - invalid arg 'x-max-length' for queue 'q' ...`.
     #[error("definitions: {0}")]
     Definitions(String),
+    /// A policy that cannot be set, with RabbitMQ's validation text, e.g. `-1 is not a valid
+    /// message TTL`.
+    #[error("validation failed: {0}")]
+    Policy(String),
 }
 
 /// Global counters, readable through [`BrokerHandle::counters`].
@@ -110,8 +114,6 @@ pub(crate) struct Shared {
     pub(crate) durable: Option<Arc<Durable>>,
     /// Dead letters waiting to be routed.
     pub(crate) dead_letters: Arc<crate::deadletter::Inbox>,
-    /// Policies, as imported from definitions (kept and exported; they do not act yet).
-    pub(crate) policies: Mutex<Vec<crate::definitions::Policy>>,
     seed: u64,
 }
 
@@ -481,12 +483,20 @@ impl BrokerBuilder {
             reply_to: Mutex::new(HashMap::new()),
             durable: durable.clone(),
             dead_letters: Arc::default(),
-            policies: Mutex::new(stored.policies.clone()),
             seed: crate::random_u64(),
         });
         shared.persist(&changes);
         for v in stored.vhosts.iter().chain(vhosts.iter()) {
             shared.add_vhost(v);
+        }
+        for (kind, p) in &stored.policies {
+            match (shared.vhost(&p.vhost), p.check(&p.vhost, *kind)) {
+                (Some(v), Ok(p)) => v.restore_policy(p),
+                (None, _) => {}
+                (_, Err(e)) => {
+                    tracing::error!(vhost = %p.vhost, policy = %p.name, error = %e, "a stored policy is invalid: skipped")
+                }
+            }
         }
         if let Some(d) = &durable {
             restore_topology(&shared, d, &stored, &mut recovered);
@@ -627,8 +637,14 @@ fn restore_topology(
         let Some(v) = shared.vhost(vhost) else {
             continue;
         };
-        if let Err(e) = v.write().topology.declare_exchange(spec.clone()) {
-            tracing::error!(vhost, exchange = %spec.name, error = %e.exception(), "a stored exchange cannot be declared");
+        let mut state = v.write();
+        match state.topology.declare_exchange(spec.clone()) {
+            Ok(d) => {
+                crate::vhost::apply_exchange_policy(&mut state.topology, &v.policies(), d.id);
+            }
+            Err(e) => {
+                tracing::error!(vhost, exchange = %spec.name, error = %e.exception(), "a stored exchange cannot be declared");
+            }
         }
     }
     for q in &stored.queues {
@@ -643,11 +659,10 @@ fn restore_topology(
         };
         let cell = Arc::new(QueueCell::new(
             q.name.clone(),
-            &q.vhost,
+            &v,
             decl,
             None,
             Some((durable.clone(), Some(q.id))),
-            v.dead_letters.clone(),
         ));
         // Recovered messages start paged out; consumers read them back as they reach them.
         if let Some(messages) = recovered.remove(&q.id) {
@@ -662,6 +677,12 @@ fn restore_topology(
                 if !cell.spill_entry(&mut s, durable, e) {
                     break;
                 }
+            }
+            // A queue whose rules need every message (a TTL, a length limit, priorities)
+            // has them back in memory, their TTL counting from their first publication.
+            if !cell.pages(&s) {
+                cell.page_in_all(&mut s);
+                cell.deliver(&mut s);
             }
         }
         v.write().insert_queue(cell);
@@ -727,7 +748,10 @@ async fn expiry_sweeper(shared: Arc<Shared>) {
             let due: Vec<Arc<QueueCell>> = v
                 .read()
                 .queues()
-                .filter(|q| q.next_expiry.load(Ordering::Acquire) < now || q.expires.is_some())
+                .filter(|q| {
+                    q.next_expiry.load(Ordering::Acquire) < now
+                        || q.expires.load(Ordering::Acquire) != u64::MAX
+                })
                 .cloned()
                 .collect();
             for q in due {

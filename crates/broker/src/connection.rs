@@ -1380,7 +1380,7 @@ pub(crate) fn enqueue(
                 cell.drop_transient_ref(m);
             }
             let pushed = s.queue.publish(m.clone());
-            cell.refused(pushed);
+            cell.refused(&s, pushed);
         }
         s.counters.published += n;
         cell.deliver(&mut s);
@@ -1540,7 +1540,7 @@ impl Ctx {
             }
             self.check(ch, Access::Configure, ResourceKind::Queue, &name)?;
             let (cell, created) = vhost.declare_queue(&name, &requested, Some(self.id), || {
-                if let Some((dlx, _)) = declare::dead_letter_target(&m.arguments) {
+                if let Some(dlx) = declare::dead_letter_exchange(&m.arguments) {
                     self.check(ch, Access::Read, ResourceKind::Queue, &name)?;
                     self.check(ch, Access::Write, ResourceKind::Exchange, &dlx)?;
                 }
@@ -1831,7 +1831,9 @@ impl Ctx {
             }),
             Mode::Confirm(c) => {
                 let seq = c.publish();
-                let may_refuse = queues.iter().any(|q| q.may_refuse);
+                let may_refuse = queues
+                    .iter()
+                    .any(|q| q.may_refuse.load(std::sync::atomic::Ordering::Acquire));
                 if self.stage(&message, queues) {
                     // Confirmed once the store's sync covers it.
                     ch.awaiting_sync.push_back((seq, message, true));

@@ -26,6 +26,8 @@ use warren_store::MessageRef;
 pub(crate) struct DeadLetter {
     /// The queue it died in.
     pub(crate) queue: Arc<QueueCell>,
+    /// The queue's dead-letter exchange and routing key when it died.
+    pub(crate) target: (ShortStr, Option<ShortStr>),
     pub(crate) message: Arc<Message>,
     pub(crate) reason: DeathReason,
     /// Its reference in the store for that queue, dropped once the dead letter is enqueued.
@@ -95,7 +97,8 @@ fn process(shared: &Arc<Shared>, items: Vec<DeadLetter>, outbox: &Arc<Outbox>) {
     for d in items {
         let source = (d.queue.clone(), d.stored);
         done.push(source);
-        let (Some((dlx, dlrk)), Some(vhost)) = (&d.queue.dlx, shared.vhost(&d.queue.vhost)) else {
+        let (dlx, dlrk) = &d.target;
+        let Some(vhost) = shared.vhost(&d.queue.vhost) else {
             continue;
         };
         let Ok(mut props) = BasicProperties::decode_encoded(&d.message.properties) else {

@@ -1,11 +1,12 @@
 //! Definitions in RabbitMQ's JSON format: [`BrokerHandle::export_definitions`] writes what the
 //! management API of RabbitMQ 3.10 writes (`GET /api/definitions`), and
 //! [`BrokerHandle::import_definitions`] reads that and what `rabbitmqctl export_definitions`
-//! writes, with RabbitMQ's semantics. Imported policies are kept here until they act.
+//! writes, with RabbitMQ's semantics.
 
 use crate::auth::{PasswordHash, User};
 use crate::broker::{Error, Shared};
 use crate::handle::BrokerHandle;
+use crate::policy::Policy;
 use base64::Engine;
 use serde::Serialize;
 use serde_json::{Map, Number, Value};
@@ -13,6 +14,7 @@ use std::collections::{BTreeSet, HashSet};
 use warren_amqp_codec::table::MAX_NESTING;
 use warren_amqp_codec::{FieldArray, FieldTable, FieldValue, LongStr, ReplyCode, ShortStr};
 use warren_queue::declare::{self, QueueDecl};
+use warren_queue::policy::{ApplyTo, PolicyKind};
 use warren_routing::{BindingSpec, DestinationName, ExchangeSpec, RoutingError, Topology};
 
 /// The RabbitMQ release whose format this is, written as `rabbit_version` and
@@ -21,30 +23,6 @@ use warren_routing::{BindingSpec, DestinationName, ExchangeSpec, RoutingError, T
 const FORMAT_VERSION: &str = "3.10.8";
 /// The only password hashing scheme Warren verifies (RabbitMQ's default).
 const SHA256: &str = "rabbit_password_hashing_sha256";
-/// What a policy may apply to (3.10 knows the first three; later releases add the others).
-const APPLY_TO: &[&str] = &[
-    "all",
-    "queues",
-    "exchanges",
-    "classic_queues",
-    "quorum_queues",
-    "streams",
-];
-
-/// A policy, as imported: kept and exported, not applied yet.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Policy {
-    pub(crate) vhost: String,
-    pub(crate) name: String,
-    /// The regular expression over names.
-    pub(crate) pattern: String,
-    /// `all`, `queues`, `exchanges`, ...
-    pub(crate) apply_to: String,
-    pub(crate) priority: i64,
-    /// The definition: a JSON object, as text.
-    pub(crate) definition: String,
-}
-
 /// What [`BrokerHandle::import_definitions`] did.
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,8 +88,25 @@ impl BrokerHandle {
                 read,
             })
             .collect();
-        let mut policies: Vec<Policy> = lock_policies(&self.shared).clone();
-        policies.sort_by(|a, b| (&a.vhost, &a.name).cmp(&(&b.vhost, &b.name)));
+        let mut policies = Vec::new();
+        let mut parameters = Vec::new();
+        for vhost in &vhosts {
+            policies.extend(self.policies(vhost).unwrap_or_default());
+            // Operator policies are runtime parameters of component `operator_policy`.
+            for p in self.operator_policies(vhost).unwrap_or_default() {
+                parameters.push(serde_json::json!({
+                    "vhost": p.vhost,
+                    "component": "operator_policy",
+                    "name": p.name,
+                    "value": {
+                        "pattern": p.pattern,
+                        "definition": json_object(&p.definition),
+                        "priority": p.priority,
+                        "apply-to": p.apply_to,
+                    },
+                }));
+            }
+        }
         let mut queues = Vec::new();
         let mut exchanges = Vec::new();
         let mut bindings = Vec::new();
@@ -181,13 +176,12 @@ impl BrokerHandle {
             vhosts: vhosts.into_iter().map(|name| VhostOut { name }).collect(),
             permissions,
             topic_permissions: Vec::new(),
-            parameters: Vec::new(),
+            parameters,
             global_parameters: Vec::new(),
             policies: policies
                 .into_iter()
                 .map(|p| PolicyOut {
-                    definition: serde_json::from_str(&p.definition)
-                        .unwrap_or_else(|_| Value::Object(Map::new())),
+                    definition: json_object(&p.definition),
                     vhost: p.vhost,
                     name: p.name,
                     pattern: p.pattern,
@@ -248,8 +242,9 @@ impl BrokerHandle {
     }
 }
 
-fn lock_policies(shared: &Shared) -> std::sync::MutexGuard<'_, Vec<Policy>> {
-    shared.policies.lock().unwrap_or_else(|e| e.into_inner())
+/// A stored definition (JSON object text) as a JSON value.
+fn json_object(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::Object(Map::new()))
 }
 
 // ---- export ----------------------------------------------------------------------------------
@@ -485,7 +480,7 @@ fn items<'a>(doc: &'a Map<String, Value>, key: &str) -> Result<Vec<Item<'a>>, Er
 /// other numbers `d`, strings `S`, booleans `t`, arrays `A`, objects `F`. Keys come in
 /// sorted order, as RabbitMQ's maps give them. `null` becomes `V` (void), where RabbitMQ
 /// refuses it.
-fn table_from_json(m: &Map<String, Value>, depth: usize) -> Result<FieldTable, String> {
+pub(crate) fn table_from_json(m: &Map<String, Value>, depth: usize) -> Result<FieldTable, String> {
     let mut t = FieldTable::new();
     for (k, v) in m {
         let key = ShortStr::from_bytes(k.as_bytes().to_vec())
@@ -608,6 +603,10 @@ impl Plan {
             ));
         }
         for p in items(doc, "parameters")? {
+            if p.opt_string("component")? == Some("operator_policy") {
+                plan.policies.push(read_operator_policy(&p, &known)?);
+                continue;
+            }
             notes.push(format!(
                 "{}: runtime parameters are not supported ('{}' of component '{}' in vhost '{}'); ignored",
                 p.at,
@@ -624,7 +623,8 @@ impl Plan {
             ));
         }
         for p in items(doc, "policies")? {
-            plan.policies.push(read_policy(&p, &known)?);
+            plan.policies
+                .push(read_policy(&p, &known, PolicyKind::Policy)?);
         }
         for q in items(doc, "queues")? {
             let vhost = q.vhost(&known)?;
@@ -775,18 +775,16 @@ impl Plan {
             handle.set_permissions(u, v, c, w, r)?;
             report.permissions += 1;
         }
-        for p in self.policies {
-            shared.persist(&[crate::durable::record::policy(&p)]);
-            let mut policies = lock_policies(shared);
-            policies.retain(|q| (&q.vhost, &q.name) != (&p.vhost, &p.name));
-            policies.push(p);
-            report.policies += 1;
-        }
         let vhost = |at: &str, name: &str| {
             shared
                 .vhost(name)
                 .ok_or_else(|| invalid(format!("{at}: vhost '{name}' was deleted meanwhile")))
         };
+        for p in self.policies {
+            let v = vhost("policies", &p.vhost)?;
+            v.change_policy(Ok(p));
+            report.policies += 1;
+        }
         for (at, v, name, decl) in &self.queues {
             let vhost = vhost(at, v)?;
             let existed = vhost.read().queue_named(name).is_some();
@@ -907,21 +905,33 @@ fn read_user(u: &Item<'_>, notes: &mut Vec<String>) -> Result<User, Error> {
     })
 }
 
-fn read_policy(p: &Item<'_>, known: &Known) -> Result<Policy, Error> {
+fn read_policy(p: &Item<'_>, known: &Known, policy_kind: PolicyKind) -> Result<Policy, Error> {
     let vhost = p.vhost(known)?;
     let name = p.string("name")?.to_string();
     let pattern = p.string("pattern")?.to_string();
+    let apply_to = p.opt_string("apply-to")?.unwrap_or("all").to_string();
+    ApplyTo::parse(&apply_to).map_err(|e| p.error("apply-to", e))?;
     regex::Regex::new(&pattern)
         .map_err(|e| p.error("pattern", format!("invalid regular expression: {e}")))?;
-    let apply_to = p.opt_string("apply-to")?.unwrap_or("all").to_string();
-    if !APPLY_TO.contains(&apply_to.as_str()) {
-        return Err(p.error(
-            "apply-to",
-            format!("expected one of {}, got '{apply_to}'", APPLY_TO.join(", ")),
-        ));
-    }
     let definition = match p.get("definition") {
         Some(Value::Object(m)) => Value::Object(m.clone()).to_string(),
+        // `rabbitmqctl export_definitions` writes an operator policy's definition as a
+        // list of [key, value] pairs.
+        Some(Value::Array(pairs)) => {
+            let mut m = Map::new();
+            for pair in pairs {
+                match pair {
+                    Value::Array(kv) if kv.len() == 2 => {
+                        let (Some(Value::String(k)), Some(v)) = (kv.first(), kv.get(1)) else {
+                            return Err(p.error("definition", "expected [key, value] pairs"));
+                        };
+                        m.insert(k.clone(), v.clone());
+                    }
+                    _ => return Err(p.error("definition", "expected [key, value] pairs")),
+                }
+            }
+            Value::Object(m).to_string()
+        }
         Some(v) => {
             return Err(p.error("definition", format!("expected an object, got {}", kind(v))));
         }
@@ -934,12 +944,35 @@ fn read_policy(p: &Item<'_>, known: &Known) -> Result<Policy, Error> {
             return Err(p.error("priority", format!("expected an integer, got {}", kind(v))));
         }
     };
-    Ok(Policy {
-        vhost,
-        name,
-        pattern,
-        apply_to,
+    Policy::new(
+        &vhost,
+        &name,
+        policy_kind,
+        &pattern,
+        &apply_to,
         priority,
-        definition,
-    })
+        &definition,
+    )
+    .map_err(|why| p.error("definition", why))
+}
+
+/// An operator policy: a runtime parameter of component `operator_policy` whose `value`
+/// holds what a policy entry holds.
+fn read_operator_policy(p: &Item<'_>, known: &Known) -> Result<Policy, Error> {
+    let value = match p.get("value") {
+        Some(Value::Object(m)) => m,
+        Some(v) => return Err(p.error("value", format!("expected an object, got {}", kind(v)))),
+        None => return Err(p.error("value", "missing")),
+    };
+    let mut merged = value.clone();
+    for field in ["vhost", "name"] {
+        if let Some(v) = p.get(field) {
+            merged.insert(field.to_string(), v.clone());
+        }
+    }
+    let item = Item {
+        at: p.at.clone(),
+        map: &merged,
+    };
+    read_policy(&item, known, PolicyKind::Operator)
 }

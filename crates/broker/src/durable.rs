@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 use warren_amqp_codec::{FieldTable, FieldValue, LongStr, ShortStr};
+use warren_queue::policy::PolicyKind;
 use warren_routing::{BindingSpec, DestinationName, ExchangeSpec};
 use warren_store::{
     Backend, Change, MessageRef, MessageStore, MessageStoreOptions, MetaStore, StoreError,
@@ -35,6 +36,8 @@ const TAG_BINDING: u8 = b'b';
 const TAG_COUNTER: u8 = b'c';
 /// Policies (pOlicy: `p` is taken).
 const TAG_POLICY: u8 = b'o';
+/// Operator policies.
+const TAG_OPERATOR_POLICY: u8 = b'O';
 /// How long the sync thread waits for work before it compacts.
 const IDLE: Duration = Duration::from_millis(200);
 /// Under load, a compaction step at least this often.
@@ -118,7 +121,7 @@ pub(crate) struct Definitions {
     pub(crate) exchanges: Vec<(String, ExchangeSpec)>,
     pub(crate) queues: Vec<StoredQueue>,
     pub(crate) bindings: Vec<(String, BindingSpec)>,
-    pub(crate) policies: Vec<crate::definitions::Policy>,
+    pub(crate) policies: Vec<(PolicyKind, crate::policy::PolicyInfo)>,
 }
 
 impl Definitions {
@@ -214,16 +217,27 @@ pub(crate) mod record {
         Change::Delete(binding_key(vhost, spec))
     }
 
-    pub(crate) fn policy(p: &crate::definitions::Policy) -> Change {
+    fn policy_tag(kind: PolicyKind) -> u8 {
+        match kind {
+            PolicyKind::Policy => TAG_POLICY,
+            PolicyKind::Operator => TAG_OPERATOR_POLICY,
+        }
+    }
+
+    pub(crate) fn policy(p: &crate::policy::Policy) -> Change {
         let mut t = FieldTable::new();
         t.insert("pattern", text(&p.pattern));
-        t.insert("apply_to", text(&p.apply_to));
+        t.insert("apply_to", text(p.apply_to.as_str()));
         t.insert("priority", FieldValue::I64(p.priority));
         t.insert("definition", text(&p.definition));
         Change::Put(
-            key(TAG_POLICY, &[p.vhost.as_bytes(), p.name.as_bytes()]),
+            key(policy_tag(p.kind), &[p.vhost.as_bytes(), p.name.as_bytes()]),
             value(&t),
         )
+    }
+
+    pub(crate) fn policy_cleared(vhost: &str, kind: PolicyKind, name: &str) -> Change {
+        Change::Delete(key(policy_tag(kind), &[vhost.as_bytes(), name.as_bytes()]))
     }
 }
 
@@ -418,7 +432,13 @@ impl Durable {
     pub(crate) fn vhost_deleted(&self, vhost: &str) -> Vec<Change> {
         let meta = lock(&self.meta);
         let mut out = vec![Change::Delete(key(TAG_VHOST, &[vhost.as_bytes()]))];
-        for tag in [TAG_EXCHANGE, TAG_QUEUE, TAG_BINDING, TAG_POLICY] {
+        for tag in [
+            TAG_EXCHANGE,
+            TAG_QUEUE,
+            TAG_BINDING,
+            TAG_POLICY,
+            TAG_OPERATOR_POLICY,
+        ] {
             let prefix = key(tag, &[vhost.as_bytes()]);
             out.extend(meta.scan(&prefix).map(|(k, _)| Change::Delete(k.to_vec())));
         }
@@ -937,14 +957,21 @@ fn read_definitions(meta: &MetaStore) -> Definitions {
                 Some(b) => d.bindings.push(b),
                 None => tracing::error!("a stored binding is malformed: skipped"),
             },
-            TAG_POLICY => d.policies.push(crate::definitions::Policy {
-                vhost: s(0),
-                name: s(1),
-                pattern: get_text(&t, "pattern"),
-                apply_to: get_text(&t, "apply_to"),
-                priority: t.get("priority").and_then(FieldValue::as_i64).unwrap_or(0),
-                definition: get_text(&t, "definition"),
-            }),
+            TAG_POLICY | TAG_OPERATOR_POLICY => d.policies.push((
+                if tag == TAG_POLICY {
+                    PolicyKind::Policy
+                } else {
+                    PolicyKind::Operator
+                },
+                crate::policy::PolicyInfo {
+                    vhost: s(0),
+                    name: s(1),
+                    pattern: get_text(&t, "pattern"),
+                    apply_to: get_text(&t, "apply_to"),
+                    priority: t.get("priority").and_then(FieldValue::as_i64).unwrap_or(0),
+                    definition: get_text(&t, "definition"),
+                },
+            )),
             _ => {}
         }
     }

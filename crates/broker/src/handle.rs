@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use warren_amqp_codec::FieldTable;
+use warren_queue::policy::PolicyKind;
 
 /// A cheap, cloneable handle on a running broker.
 #[derive(Debug, Clone)]
@@ -93,6 +94,10 @@ pub struct QueueInfo {
     pub consumers: u32,
     /// Totals since the queue was declared.
     pub counters: QueueCounters,
+    /// The policy that applies to it.
+    pub policy: Option<String>,
+    /// The operator policy that applies to it.
+    pub operator_policy: Option<String>,
 }
 
 /// A binding, as listed.
@@ -282,7 +287,10 @@ impl BrokerHandle {
             .iter()
             .map(|q| {
                 let (stats, counters) = q.stats();
+                let applied = q.lock().applied.clone();
                 QueueInfo {
+                    policy: applied.policy,
+                    operator_policy: applied.operator_policy,
                     vhost: vhost.to_string(),
                     name: q.name.to_string(),
                     durable: q.durable,
@@ -467,11 +475,6 @@ impl BrokerHandle {
             let _ = d.apply(&d.vhost_deleted(name));
         }
         self.users().clear_vhost(name);
-        self.shared
-            .policies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| p.vhost != name);
         for c in self.connections().into_iter().filter(|c| c.vhost == name) {
             self.close_connection(c.id, "vhost deleted");
         }
@@ -480,6 +483,84 @@ impl BrokerHandle {
             v.delete_queue(&q);
         }
         true
+    }
+
+    /// Sets a policy in `vhost`, replacing one of the same name, and applies it at once to
+    /// the queues and exchanges whose names it matches, as `rabbitmqctl set_policy` does.
+    /// A definition RabbitMQ would refuse is refused with its text.
+    ///
+    /// ```no_run
+    /// # fn f(handle: &warren_broker::BrokerHandle) -> Result<(), warren_broker::Error> {
+    /// use warren_broker::PolicyInfo;
+    /// handle.set_policy(
+    ///     "/",
+    ///     PolicyInfo::new("limits", "^orders\\.", r#"{"max-length": 10000, "dead-letter-exchange": "dlx"}"#)
+    ///         .apply_to("queues")
+    ///         .priority(1),
+    /// )?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_policy(&self, vhost: &str, policy: crate::PolicyInfo) -> Result<(), Error> {
+        self.set_any_policy(vhost, policy, PolicyKind::Policy)
+    }
+
+    /// Sets an operator policy (`rabbitmqctl set_operator_policy`): limits users' policies
+    /// and arguments cannot lift (`expires`, `message-ttl`, `max-length`,
+    /// `max-length-bytes`, `delivery-limit`; the lowest value wins).
+    pub fn set_operator_policy(&self, vhost: &str, policy: crate::PolicyInfo) -> Result<(), Error> {
+        self.set_any_policy(vhost, policy, PolicyKind::Operator)
+    }
+
+    fn set_any_policy(
+        &self,
+        vhost: &str,
+        policy: crate::PolicyInfo,
+        kind: PolicyKind,
+    ) -> Result<(), Error> {
+        let v = self.vhost(vhost)?;
+        let p = policy.check(vhost, kind)?;
+        tracing::info!(vhost, policy = %p.name, pattern = %p.pattern, definition = %p.definition, ?kind, "policy set");
+        v.change_policy(Ok(p));
+        Ok(())
+    }
+
+    /// Clears a policy; the queues and exchanges it applied to go back to their arguments
+    /// (or the next matching policy). Returns whether it existed.
+    pub fn clear_policy(&self, vhost: &str, name: &str) -> Result<bool, Error> {
+        Ok(self
+            .vhost(vhost)?
+            .change_policy(Err((PolicyKind::Policy, name.to_string()))))
+    }
+
+    /// Clears an operator policy. Returns whether it existed.
+    pub fn clear_operator_policy(&self, vhost: &str, name: &str) -> Result<bool, Error> {
+        Ok(self
+            .vhost(vhost)?
+            .change_policy(Err((PolicyKind::Operator, name.to_string()))))
+    }
+
+    /// The policies of `vhost`, by name.
+    pub fn policies(&self, vhost: &str) -> Result<Vec<crate::PolicyInfo>, Error> {
+        self.list_policies(vhost, PolicyKind::Policy)
+    }
+
+    /// The operator policies of `vhost`, by name.
+    pub fn operator_policies(&self, vhost: &str) -> Result<Vec<crate::PolicyInfo>, Error> {
+        self.list_policies(vhost, PolicyKind::Operator)
+    }
+
+    fn list_policies(
+        &self,
+        vhost: &str,
+        kind: PolicyKind,
+    ) -> Result<Vec<crate::PolicyInfo>, Error> {
+        Ok(self
+            .vhost(vhost)?
+            .policies()
+            .list(kind)
+            .iter()
+            .map(|p| crate::PolicyInfo::of(p))
+            .collect())
     }
 
     fn users(&self) -> std::sync::RwLockWriteGuard<'_, crate::auth::Users> {

@@ -36,6 +36,7 @@ mod handle;
 mod message;
 mod outbox;
 mod paging;
+mod policy;
 mod staging;
 mod vhost;
 
@@ -46,6 +47,7 @@ pub use durable::{BackupReport, DurableError};
 pub use handle::{
     BindingInfo, BrokerHandle, ChannelInfo, ConnectionInfo, Counters, ExchangeInfo, QueueInfo,
 };
+pub use policy::PolicyInfo;
 pub use vhost::QueueCounters;
 
 /// The broker's clock for queue rules (message TTL): milliseconds since the process first

@@ -53,6 +53,9 @@ pub(crate) struct Message {
     read_for: AtomicU64,
     /// Persistent, but the store could not take it (too large): its publisher gets a nack.
     refused: std::sync::atomic::AtomicBool,
+    /// For a message read back from the store: when it was first written there (wall clock,
+    /// milliseconds since the epoch; 0: unknown, or a new message).
+    first_stored: u64,
     weight: i64,
     gauge: Arc<MemoryGauge>,
 }
@@ -101,6 +104,7 @@ impl Message {
             stored: OnceLock::new(),
             read_for: AtomicU64::new(0),
             refused: std::sync::atomic::AtomicBool::new(false),
+            first_stored: 0,
             weight,
             gauge: gauge.clone(),
         })
@@ -138,11 +142,18 @@ impl Message {
         self.read_for.store(queue_ref, Ordering::Release);
     }
 
-    /// The message as the store keeps it (`docs/design/store.md`): version 1, the exchange
-    /// and routing key (one length octet each), the encoded properties (a 32-bit length),
-    /// then the body.
+    /// The message as the store keeps it (`docs/design/store.md`): version 2, when it was
+    /// first stored (wall clock, milliseconds since the epoch, 64 bits: a message's TTL counts
+    /// from then after a restart), the exchange and routing key (one length octet each), the
+    /// encoded properties (a 32-bit length), then the body. Version 1 lacks the time.
     pub(crate) fn encode_stored(&self, out: &mut Vec<u8>) {
-        out.push(1);
+        out.push(2);
+        let first = if self.first_stored != 0 {
+            self.first_stored
+        } else {
+            wall_ms()
+        };
+        out.extend_from_slice(&first.to_le_bytes());
         out.push(self.exchange.len() as u8);
         out.extend_from_slice(self.exchange.as_bytes());
         out.push(self.routing_key.len() as u8);
@@ -159,9 +170,14 @@ impl Message {
         gauge: &Arc<MemoryGauge>,
     ) -> Option<Arc<Self>> {
         let (&version, rest) = data.split_first()?;
-        if version != 1 {
-            return None;
-        }
+        let (first_stored, rest) = match version {
+            1 => (0, rest),
+            2 => (
+                u64::from_le_bytes(rest.get(..8)?.try_into().ok()?),
+                rest.get(8..)?,
+            ),
+            _ => return None,
+        };
         let (&xl, rest) = rest.split_first()?;
         let exchange = rest.get(..usize::from(xl))?;
         let rest = rest.get(usize::from(xl)..)?;
@@ -174,13 +190,16 @@ impl Message {
         let properties = BasicProperties::decode_encoded(&props).ok()?;
         let exchange = ShortStr::from_bytes(Bytes::copy_from_slice(exchange)).ok()?;
         let key = ShortStr::from_bytes(Bytes::copy_from_slice(key)).ok()?;
-        let m = Self::new(
+        let mut m = Self::new(
             &exchange,
             &key,
             &properties,
             Bytes::copy_from_slice(body),
             gauge,
         );
+        if let Some(inner) = Arc::get_mut(&mut m) {
+            inner.first_stored = first_stored;
+        }
         m.set_stored(at);
         Some(m)
     }
@@ -202,4 +221,17 @@ impl Payload for Message {
     fn ttl(&self) -> Option<u64> {
         self.ttl
     }
+    fn age(&self) -> u64 {
+        match self.first_stored {
+            0 => 0,
+            t => wall_ms().saturating_sub(t),
+        }
+    }
+}
+
+/// The wall clock: milliseconds since the epoch (0 if the clock is before it).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

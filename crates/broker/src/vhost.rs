@@ -5,10 +5,13 @@ use crate::durable::Durable;
 use crate::message::Message;
 use crate::outbox::{ConsumerLink, Outbox, Outgoing};
 use crate::paging::{self, Spill, Spilled};
+use crate::policy::{Applied, Policies, Policy};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use warren_amqp_codec::{FieldTable, ShortStr};
 use warren_queue::DeathReason;
+use warren_queue::declare::QueueSettings;
+use warren_queue::policy::{PolicyKind, QueueType, Target};
 use warren_queue::{Pushed, Queue, QueueStats};
 use warren_routing::{QueueId, Topology};
 use warren_store::MessageRef;
@@ -39,6 +42,14 @@ pub(crate) struct QueueState {
     delivered_at_check: u64,
     /// The messages past the head that live only on disk (paging).
     pub(crate) spill: Spill,
+    /// Its dead-letter exchange and routing key (arguments and policy).
+    pub(crate) dead_letter: Option<(ShortStr, Option<ShortStr>)>,
+    /// Whether its backlog may page out: not with priorities, a length limit or a message
+    /// TTL, whose rules need every ready message in the queue (a limit bounds such a backlog
+    /// anyway).
+    pages: bool,
+    /// The policies that apply to it.
+    pub(crate) applied: Applied,
 }
 
 /// Ready messages past which a queue whose consumers are draining it pauses its publishers: a
@@ -113,37 +124,36 @@ pub(crate) struct QueueCell {
     /// When its next ready message expires (`u64::MAX`: none), for the broker's sweeper.
     pub(crate) next_expiry: AtomicU64,
     /// A length limit with `reject-publish(-dlx)`: publishes to it may be refused.
-    pub(crate) may_refuse: bool,
-    /// Its dead-letter exchange and routing key (`x-dead-letter-*`).
-    pub(crate) dlx: Option<(ShortStr, Option<ShortStr>)>,
-    /// `x-expires`: milliseconds unused after which the queue is deleted.
-    pub(crate) expires: Option<u64>,
+    pub(crate) may_refuse: AtomicBool,
+    /// `x-expires` (or a policy's `expires`): milliseconds unused after which the queue is
+    /// deleted (`u64::MAX`: never).
+    pub(crate) expires: AtomicU64,
     /// When it was last used (declared, consumed from, `basic.get`, a consumer cancelled),
     /// on the broker's clock.
     pub(crate) last_used: AtomicU64,
     dead_letters: Arc<Inbox>,
-    /// Whether its backlog may page out: not with priorities, a length limit or a message
-    /// TTL, whose rules see only the messages in memory (a limit bounds such a backlog
-    /// anyway; paged-out messages do not carry their expiry yet).
-    pages: bool,
     state: Mutex<QueueState>,
 }
 
 impl QueueCell {
     /// A queue as declared (`decl`; `exclusive_owner`: the connection holding it exclusively),
-    /// with the store its messages go to (and its number there, if durable) and the inbox its
-    /// dead letters go to.
+    /// in virtual host `vhost` (whose policies apply to it), with the store its messages go
+    /// to (and its number there, if durable).
     pub(crate) fn new(
         name: ShortStr,
-        vhost: &str,
+        vhost: &Vhost,
         decl: warren_queue::declare::QueueDecl,
         exclusive_owner: Option<u64>,
         disk: Option<(Arc<Durable>, Option<u64>)>,
-        dead_letters: Arc<Inbox>,
     ) -> Self {
-        let config = warren_queue::declare::queue_config(&decl);
-        let dlx = warren_queue::declare::dead_letter_target(&decl.arguments);
-        let expires = warren_queue::declare::queue_expiry(&decl.arguments);
+        let applied = vhost
+            .policies()
+            .applied(name.as_bytes(), queue_target(&decl));
+        let QueueSettings {
+            config,
+            dead_letter,
+            expires,
+        } = warren_queue::declare::settings(&decl, applied.definition.as_ref());
         let warren_queue::declare::QueueDecl {
             durable,
             auto_delete,
@@ -159,27 +169,79 @@ impl QueueCell {
             transient_ref,
             spilling: AtomicBool::new(false),
             next_expiry: AtomicU64::new(u64::MAX),
-            dlx,
-            dead_letters,
-            expires,
+            dead_letters: vhost.dead_letters.clone(),
+            expires: AtomicU64::new(expires.unwrap_or(u64::MAX)),
             last_used: AtomicU64::new(crate::now_ms()),
-            may_refuse: config.limits.may_refuse(),
-            pages: !config.limits.needs_all_messages(),
+            may_refuse: AtomicBool::new(config.limits.may_refuse()),
             name,
-            vhost: vhost.to_string(),
+            vhost: vhost.name.clone(),
             durable,
             auto_delete,
             exclusive_owner,
             arguments,
             store,
             state: Mutex::new(QueueState {
+                pages: !config.limits.needs_all_messages(),
                 queue: Queue::new(config),
                 counters: QueueCounters::default(),
                 deleted: false,
                 flow_waiters: Vec::new(),
                 delivered_at_check: 0,
                 spill: Spill::default(),
+                dead_letter,
+                applied,
             }),
+        }
+    }
+
+    /// Applies what the policies of its virtual host now say: new limits (a lower length
+    /// limit drops the oldest at once, dead-lettered), dead-letter target and expiry. A queue
+    /// that may no longer page reads its paged-out messages back in.
+    pub(crate) fn apply_policies(self: &Arc<Self>, policies: &Policies) {
+        let decl = warren_queue::declare::QueueDecl {
+            durable: self.durable,
+            exclusive: self.exclusive_owner.is_some(),
+            auto_delete: self.auto_delete,
+            arguments: self.arguments.clone(),
+        };
+        let applied = policies.applied(self.name.as_bytes(), queue_target(&decl));
+        let mut s = self.lock();
+        if s.deleted || s.applied == applied {
+            return;
+        }
+        let settings = warren_queue::declare::settings(&decl, applied.definition.as_ref());
+        tracing::debug!(queue = %self.name, vhost = %self.vhost, policy = ?applied.policy, operator_policy = ?applied.operator_policy, "policies applied");
+        s.applied = applied;
+        let limits = settings.config.limits;
+        self.may_refuse
+            .store(limits.may_refuse(), Ordering::Release);
+        self.expires
+            .store(settings.expires.unwrap_or(u64::MAX), Ordering::Release);
+        s.pages = !limits.needs_all_messages();
+        s.dead_letter = settings.dead_letter;
+        s.queue.advance(crate::now_ms());
+        s.queue.set_limits(limits);
+        if !s.pages {
+            self.page_in_all(&mut s);
+        }
+        self.deliver(&mut s);
+    }
+
+    /// Whether its backlog may page out.
+    pub(crate) fn pages(&self, state: &QueueState) -> bool {
+        state.pages
+    }
+
+    /// Reads every paged-out message back into memory (for a queue whose rules need them
+    /// all there).
+    pub(crate) fn page_in_all(self: &Arc<Self>, state: &mut QueueState) {
+        state.queue.advance(crate::now_ms());
+        while !state.spill.is_empty() {
+            let before = state.spill.count();
+            self.refill_batch(state);
+            if state.spill.count() == before {
+                break; // unreadable: left where it is (logged)
+            }
         }
     }
 
@@ -188,7 +250,7 @@ impl QueueCell {
     }
 
     /// A message the queue refused (a length limit): the store forgets it for this queue.
-    pub(crate) fn refused(self: &Arc<Self>, pushed: Pushed<Arc<Message>>) {
+    pub(crate) fn refused(self: &Arc<Self>, state: &QueueState, pushed: Pushed<Arc<Message>>) {
         if let Pushed::Rejected {
             message,
             dead_letter,
@@ -196,8 +258,8 @@ impl QueueCell {
         {
             // Its publisher gets a nack (if confirming).
             message.set_refused();
-            if dead_letter && self.dlx.is_some() {
-                self.dead_letter([(message, DeathReason::MaxLen)]);
+            if let (true, Some(target)) = (dead_letter, &state.dead_letter) {
+                self.dead_letter(target, [(message, DeathReason::MaxLen)]);
             } else {
                 self.forget([&*message]);
             }
@@ -212,10 +274,10 @@ impl QueueCell {
 
     /// Whether `x-expires` has run out: no consumers, unused for that long.
     pub(crate) fn unused_for_too_long(&self, state: &QueueState, now: u64) -> bool {
-        self.expires.is_some_and(|e| {
-            state.queue.consumer_count() == 0
-                && now.saturating_sub(self.last_used.load(Ordering::Acquire)) > e
-        })
+        let e = self.expires.load(Ordering::Acquire);
+        e != u64::MAX
+            && state.queue.consumer_count() == 0
+            && now.saturating_sub(self.last_used.load(Ordering::Acquire)) > e
     }
 
     /// Messages that left the queue for good other than by an ack (rejected, expired, over a
@@ -224,18 +286,26 @@ impl QueueCell {
     pub(crate) fn bury(self: &Arc<Self>, state: &mut QueueState) {
         if state.queue.has_dead() {
             let dead = state.queue.take_dead();
-            if self.dlx.is_some() {
-                self.dead_letter(dead.into_iter().map(|d| (d.entry.message, d.reason)));
+            if let Some(target) = &state.dead_letter {
+                self.dead_letter(
+                    target,
+                    dead.into_iter().map(|d| (d.entry.message, d.reason)),
+                );
             } else {
                 self.forget(dead.iter().map(|d| &*d.entry.message));
             }
         }
     }
 
-    fn dead_letter(self: &Arc<Self>, dead: impl IntoIterator<Item = (Arc<Message>, DeathReason)>) {
+    fn dead_letter(
+        self: &Arc<Self>,
+        target: &(ShortStr, Option<ShortStr>),
+        dead: impl IntoIterator<Item = (Arc<Message>, DeathReason)>,
+    ) {
         self.dead_letters
             .push(dead.into_iter().map(|(message, reason)| DeadLetter {
                 queue: self.clone(),
+                target: target.clone(),
                 stored: self.stored_ref(&message),
                 message,
                 reason,
@@ -316,7 +386,7 @@ impl QueueCell {
     pub(crate) fn should_page(&self, state: &QueueState, over_budget: bool, m: &Message) -> bool {
         let on_disk = m.persistent && self.store.is_some() && m.stored().is_some();
         self.paging.is_some()
-            && self.pages
+            && state.pages
             && (!state.spill.is_empty()
                 || ((over_budget || on_disk) && state.queue.message_count() >= paging::HEAD_MIN))
     }
@@ -378,6 +448,10 @@ impl QueueCell {
         if state.spill.is_empty() || state.queue.message_count() >= paging::REFILL_LOW {
             return;
         }
+        self.refill_batch(state);
+    }
+
+    fn refill_batch(self: &Arc<Self>, state: &mut QueueState) {
         let Some(d) = &self.paging else {
             return;
         };
@@ -404,7 +478,7 @@ impl QueueCell {
                 } else {
                     state.queue.publish(m)
                 };
-                self.refused(pushed);
+                self.refused(state, pushed);
             }
         }
         if state.spill.is_empty() {
@@ -535,6 +609,15 @@ pub(crate) struct Vhost {
     /// Where its queues leave their dead letters.
     pub(crate) dead_letters: Arc<Inbox>,
     state: RwLock<VhostState>,
+    /// Its policies and operator policies (taken after `state`, never before).
+    policies: RwLock<Policies>,
+    /// Held while a policy change is applied, so that changes apply in order.
+    policy_change: Mutex<()>,
+}
+
+/// What a queue is, for a policy's `apply-to`.
+fn queue_target(decl: &warren_queue::declare::QueueDecl) -> Target {
+    Target::Queue(QueueType::of(&decl.arguments))
 }
 
 impl Vhost {
@@ -552,6 +635,65 @@ impl Vhost {
                 topology: Topology::new(name, seed),
                 queues: Vec::new(),
             }),
+            policies: RwLock::default(),
+            policy_change: Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn policies(&self) -> RwLockReadGuard<'_, Policies> {
+        self.policies.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets (`Ok`) or clears (`Err`: kind and name) a policy: recorded, then applied to every
+    /// queue and exchange. Returns false when clearing one that does not exist.
+    pub(crate) fn change_policy(&self, change: Result<Policy, (PolicyKind, String)>) -> bool {
+        let _order = self.policy_change.lock().unwrap_or_else(|e| e.into_inner());
+        let record = match &change {
+            Ok(p) => crate::durable::record::policy(p),
+            Err((kind, name)) => crate::durable::record::policy_cleared(&self.name, *kind, name),
+        };
+        {
+            let mut policies = self.policies.write().unwrap_or_else(|e| e.into_inner());
+            let existed = match change {
+                Ok(p) => {
+                    policies.set(p);
+                    true
+                }
+                Err((kind, name)) => policies.clear(kind, &name),
+            };
+            if !existed {
+                return false;
+            }
+        }
+        if let Some(d) = &self.durable {
+            let _ = d.apply(&[record]);
+        }
+        self.apply_policies();
+        true
+    }
+
+    /// Adds a stored policy at startup (before the queues and exchanges are restored).
+    pub(crate) fn restore_policy(&self, p: Policy) {
+        self.policies
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set(p);
+    }
+
+    /// Applies the policies to every exchange (alternate exchanges) and queue.
+    fn apply_policies(&self) {
+        let policies = self.policies().clone();
+        let cells: Vec<Arc<QueueCell>> = {
+            let mut state = self.write();
+            let ids: Vec<warren_routing::ExchangeId> =
+                state.topology.exchanges().map(|(id, _)| id).collect();
+            for id in ids {
+                apply_exchange_policy(&mut state.topology, &policies, id);
+            }
+            state.queues().cloned().collect()
+        };
+        for cell in cells {
+            cell.apply_policies(&policies);
         }
     }
 
@@ -652,6 +794,10 @@ impl Vhost {
                 self.persist(&[crate::durable::record::exchange(&self.name, x)])?;
             }
         }
+        if declared.created {
+            let policies = self.policies();
+            apply_exchange_policy(&mut state.topology, &policies, declared.id);
+        }
         Ok(declared)
     }
 
@@ -711,11 +857,10 @@ impl Vhost {
         };
         let cell = Arc::new(QueueCell::new(
             name.detached(),
-            &self.name,
+            self,
             decl,
             exclusive_owner,
             store,
-            self.dead_letters.clone(),
         ));
         state.insert_queue(cell.clone());
         Ok((cell, true))
@@ -762,4 +907,21 @@ impl Vhost {
         }
         Ok(created)
     }
+}
+
+/// Sets the alternate exchange the policies give exchange `id` (the `alternate-exchange`
+/// argument, if it has one, still wins when routing).
+pub(crate) fn apply_exchange_policy(
+    topology: &mut Topology,
+    policies: &Policies,
+    id: warren_routing::ExchangeId,
+) {
+    let Some(name) = topology.exchange(id).map(|x| x.name.clone()) else {
+        return;
+    };
+    let alternate = policies
+        .applied(name.as_bytes(), Target::Exchange)
+        .definition
+        .and_then(|d| d.alternate_exchange);
+    topology.set_policy_alternate(id, alternate);
 }

@@ -134,7 +134,7 @@ fn arg(args: &FieldTable, key: &str) -> Option<FieldValue> {
     }
 }
 
-fn integer(v: &FieldValue) -> Option<i128> {
+pub(crate) fn integer(v: &FieldValue) -> Option<i128> {
     match v {
         FieldValue::I8(x) => Some((*x).into()),
         FieldValue::U8(x) => Some((*x).into()),
@@ -493,7 +493,7 @@ pub fn check_consumer_arguments(
 /// The rules a declared queue's arguments set (after [`validate_arguments`] accepted them):
 /// `x-message-ttl`, `x-max-length`, `x-max-length-bytes`, `x-overflow`, `x-max-priority`,
 /// `x-delivery-limit`. Values of the wrong kind are ignored here (validation refused them).
-pub fn limits(args: &FieldTable) -> crate::Limits {
+fn limits(args: &FieldTable) -> crate::Limits {
     let number = |key: &str| {
         args.get(key)
             .and_then(integer)
@@ -515,36 +515,73 @@ pub fn limits(args: &FieldTable) -> crate::Limits {
     }
 }
 
-/// A queue's settings from its declaration: `auto_delete`, the rules of [`limits`], and
-/// `x-single-active-consumer`.
-pub fn queue_config(decl: &QueueDecl) -> crate::QueueConfig {
-    crate::QueueConfig {
-        auto_delete: decl.auto_delete,
-        limits: limits(&decl.arguments),
-        single_active_consumer: matches!(
-            decl.arguments.get("x-single-active-consumer"),
-            Some(FieldValue::Bool(true))
-        ),
-    }
+/// Everything a queue's arguments, and the policy that applies to it, set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// The queue's own rules.
+    pub config: crate::QueueConfig,
+    /// Its dead-letter exchange and routing key, if it dead-letters.
+    pub dead_letter: Option<(ShortStr, Option<ShortStr>)>,
+    /// `x-expires`: milliseconds it may stay unused before it is deleted.
+    pub expires: Option<u64>,
 }
 
-/// `x-dead-letter-exchange` and `x-dead-letter-routing-key`, if the queue dead-letters.
-pub fn dead_letter_target(args: &FieldTable) -> Option<(ShortStr, Option<ShortStr>)> {
+/// A queue's settings from its declaration (after [`validate_arguments`] accepted it) and
+/// the policy that applies to it, if any (already combined with the operator policy:
+/// [`crate::policy::Definition::with_operator`]), as RabbitMQ combines them: the lower of
+/// `x-message-ttl`, `x-expires`, `x-max-length`, `x-max-length-bytes`, `x-delivery-limit`
+/// and the policy's; the argument's `x-overflow`, `x-dead-letter-exchange` and
+/// `x-dead-letter-routing-key` over the policy's, key by key.
+pub fn settings(decl: &QueueDecl, policy: Option<&crate::policy::Definition>) -> QueueSettings {
+    use crate::policy::lower;
+    let args = &decl.arguments;
+    let own = limits(args);
     let short = |v: &FieldValue| {
         value_octets(v).and_then(|b| ShortStr::from_bytes(bytes::Bytes::copy_from_slice(b)).ok())
     };
-    let exchange = args.get("x-dead-letter-exchange").and_then(short)?;
-    Some((
-        exchange,
-        args.get("x-dead-letter-routing-key").and_then(short),
-    ))
+    let arg_dlx = args.get("x-dead-letter-exchange").and_then(short);
+    let arg_dlrk = args.get("x-dead-letter-routing-key").and_then(short);
+    let arg_expires = args
+        .get("x-expires")
+        .and_then(integer)
+        .and_then(|n| u64::try_from(n).ok());
+    let p = policy.cloned().unwrap_or_default();
+    let overflow = if args.get("x-overflow").is_some() {
+        own.overflow
+    } else {
+        p.overflow.unwrap_or(own.overflow)
+    };
+    let limits = crate::Limits {
+        message_ttl: lower(own.message_ttl, p.message_ttl),
+        max_length: lower(own.max_length, p.max_length),
+        max_length_bytes: lower(own.max_length_bytes, p.max_length_bytes),
+        overflow,
+        max_priority: own.max_priority,
+        delivery_limit: lower(own.delivery_limit, p.delivery_limit),
+    };
+    let dead_letter = arg_dlx
+        .or(p.dead_letter_exchange)
+        .map(|x| (x, arg_dlrk.or(p.dead_letter_routing_key)));
+    QueueSettings {
+        config: crate::QueueConfig {
+            auto_delete: decl.auto_delete,
+            limits,
+            single_active_consumer: matches!(
+                args.get("x-single-active-consumer"),
+                Some(FieldValue::Bool(true))
+            ),
+        },
+        dead_letter,
+        expires: lower(arg_expires, p.expires),
+    }
 }
 
-/// `x-expires`: milliseconds a queue may stay unused before it is deleted.
-pub fn queue_expiry(args: &FieldTable) -> Option<u64> {
-    args.get("x-expires")
-        .and_then(integer)
-        .and_then(|n| u64::try_from(n).ok())
+/// `x-dead-letter-exchange` of a queue's arguments, if set (the exchange a declaration must
+/// have `write` permission on).
+pub fn dead_letter_exchange(args: &FieldTable) -> Option<ShortStr> {
+    args.get("x-dead-letter-exchange")
+        .and_then(value_octets)
+        .and_then(|b| ShortStr::from_bytes(bytes::Bytes::copy_from_slice(b)).ok())
 }
 
 /// A consumer's `x-priority` (0 without one).

@@ -61,6 +61,7 @@
 pub mod channel;
 pub mod deadletter;
 pub mod declare;
+pub mod policy;
 mod queue;
 mod ready;
 

@@ -20,6 +20,12 @@ pub trait Payload {
     fn ttl(&self) -> Option<u64> {
         None
     }
+    /// Milliseconds it has already waited since it was first published, when it enters a
+    /// queue again after a restart: its time to live counts from its first publication, not
+    /// from now (0 for a new message).
+    fn age(&self) -> u64 {
+        0
+    }
 }
 
 impl<T: Payload + ?Sized> Payload for std::sync::Arc<T> {
@@ -31,6 +37,9 @@ impl<T: Payload + ?Sized> Payload for std::sync::Arc<T> {
     }
     fn ttl(&self) -> Option<u64> {
         (**self).ttl()
+    }
+    fn age(&self) -> u64 {
+        (**self).age()
     }
 }
 
@@ -220,8 +229,9 @@ pub struct Removed<C> {
     pub auto_delete_now: bool,
 }
 
-/// Settings fixed when a queue is declared.
-#[derive(Debug, Clone, Default)]
+/// A queue's settings: fixed when it is declared, but for the limits a policy may change
+/// ([`Queue::set_limits`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueConfig {
     /// Delete the queue once it has had a consumer and the last one goes.
     pub auto_delete: bool,
@@ -404,7 +414,7 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
         }
     }
 
-    /// The settings the queue was created with.
+    /// Its settings (as declared, with the limits a policy set last).
     pub fn config(&self) -> &QueueConfig {
         &self.config
     }
@@ -423,48 +433,80 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
         self.push(message, 1)
     }
 
+    /// Whether the ready messages plus one of `extra` octets (`None`: no new message) would
+    /// be past a length limit.
+    fn over_limit(&self, extra: Option<u64>) -> bool {
+        let l = &self.config.limits;
+        let (count, bytes) = (self.ready.count(), self.ready.bytes());
+        match extra {
+            Some(len) => {
+                l.max_length.is_some_and(|m| count >= m)
+                    || l.max_length_bytes.is_some_and(|m| bytes + len > m)
+            }
+            None => {
+                l.max_length.is_some_and(|m| count > m)
+                    || l.max_length_bytes.is_some_and(|m| bytes > m)
+            }
+        }
+    }
+
+    /// Drops (dead-letters) the oldest ready messages while the queue is past a length limit
+    /// (with room for one of `extra` octets).
+    fn drop_heads(&mut self, extra: Option<u64>) {
+        while !self.ready.is_empty() && self.over_limit(extra) {
+            if let Some((entry, _)) = self.ready.pop(|m| m.body_len() as u64) {
+                self.dead.push(Dead {
+                    entry,
+                    reason: DeathReason::MaxLen,
+                });
+            }
+        }
+    }
+
+    /// Replaces the rules (a policy changed): later publishes follow the new ones, and a
+    /// queue past a new length limit with `drop-head` drops its oldest messages at once (to
+    /// [`Self::take_dead`], reason `maxlen`), as RabbitMQ does. Messages already queued keep
+    /// the expiry they were given; the priority levels stay those the queue was declared with.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.config.limits = Limits {
+            max_priority: self.config.limits.max_priority,
+            ..limits
+        };
+        if self.config.limits.overflow == Overflow::DropHead {
+            self.drop_heads(None);
+        }
+    }
+
     fn push(&mut self, message: M, delivery_count: u32) -> Pushed<M> {
         let len = message.body_len() as u64;
-        let l = &self.config.limits;
-        let full = |count: u64, bytes: u64| {
-            l.max_length.is_some_and(|m| count >= m)
-                || l.max_length_bytes.is_some_and(|m| bytes + len > m)
-        };
-        if full(self.ready.count(), self.ready.bytes()) {
-            match l.overflow {
+        if self.over_limit(Some(len)) {
+            match self.config.limits.overflow {
                 Overflow::RejectPublish | Overflow::RejectPublishDlx => {
                     return Pushed::Rejected {
                         message,
-                        dead_letter: l.overflow == Overflow::RejectPublishDlx,
+                        dead_letter: self.config.limits.overflow == Overflow::RejectPublishDlx,
                     };
                 }
-                Overflow::DropHead => {
-                    // Make room: the oldest go, until the new one fits (a message larger than
-                    // the byte limit empties the queue and then is dropped itself).
-                    while !self.ready.is_empty() && full(self.ready.count(), self.ready.bytes()) {
-                        if let Some((entry, _)) = self.ready.pop(|m| m.body_len() as u64) {
-                            self.dead.push(Dead {
-                                entry,
-                                reason: DeathReason::MaxLen,
-                            });
-                        }
-                    }
-                }
+                // Make room: the oldest go, until the new one fits (a message larger than the
+                // byte limit empties the queue and then is dropped itself).
+                Overflow::DropHead => self.drop_heads(Some(len)),
             }
         }
         let offset = self.next_offset;
         self.next_offset += 1;
-        let ttl = match (l.message_ttl, message.ttl()) {
+        let ttl = match (self.config.limits.message_ttl, message.ttl()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // A message recovered after a restart has spent part of its time already.
+        let age = message.age();
         let entry = Entry {
             offset,
             delivery_count,
-            expires_at: ttl.map(|t| self.now.saturating_add(t)),
+            expires_at: ttl.map(|t| self.now.saturating_add(t).saturating_sub(age)),
             message,
         };
-        if full(self.ready.count(), self.ready.bytes()) {
+        if self.over_limit(Some(len)) {
             // Still too big for the queue on its own (x-max-length 0, or a body above the
             // byte limit): it goes at once.
             self.dead.push(Dead {

@@ -169,6 +169,8 @@ struct Exchange {
     spec: ExchangeSpec,
     kind: Arc<dyn ExchangeType>,
     router: Box<dyn Router>,
+    /// The alternate exchange a policy names (the `alternate-exchange` argument wins).
+    policy_alternate: Option<ShortStr>,
     /// Bindings with this exchange as source / as destination (intrusive lists).
     outbound: List,
     inbound: List,
@@ -401,6 +403,7 @@ impl Topology {
             spec,
             kind,
             router,
+            policy_alternate: None,
             outbound: List::EMPTY,
             inbound: List::EMPTY,
         }));
@@ -481,6 +484,19 @@ impl Topology {
     /// The declaration of exchange `id`.
     pub fn exchange(&self, id: ExchangeId) -> Option<&ExchangeSpec> {
         self.exchanges.get(id.0).map(|x| &x.spec)
+    }
+
+    /// Sets (or clears) the alternate exchange a policy gives exchange `id`. Routing uses it
+    /// when the exchange has no `alternate-exchange` argument of its own, as RabbitMQ does.
+    /// Returns false if there is no such exchange.
+    pub fn set_policy_alternate(&mut self, id: ExchangeId, alternate: Option<ShortStr>) -> bool {
+        match self.exchanges.get_mut(id.0) {
+            Some(x) => {
+                x.policy_alternate = alternate;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Every exchange, in no particular order.
@@ -994,6 +1010,7 @@ impl Topology {
                     .arguments
                     .get(ALTERNATE_EXCHANGE)
                     .and_then(value_octets)
+                    .or(x.policy_alternate.as_ref().map(ShortStr::as_bytes))
                     .and_then(|name| self.exchange_id(name))
                 {
                     visit(out, ae);

@@ -165,14 +165,14 @@ async fn rabbitmq_exports_import_unchanged() {
         assert_eq!(report.users, 3, "{what}");
         assert_eq!(report.vhosts, 1, "{what}: staging");
         assert_eq!(report.permissions, 4, "{what}");
-        assert_eq!(report.policies, 2, "{what}");
+        // Two policies and an operator policy (a runtime parameter of RabbitMQ's).
+        assert_eq!(report.policies, 3, "{what}");
         assert_eq!(report.queues, 9, "{what}");
         assert_eq!(report.exchanges, exchanges, "{what}");
         assert_eq!(report.bindings, bindings, "{what}");
         let notes = report.notes.join("\n");
         for expected in [
             "topic_permissions[0]: topic permissions are not supported (user 'bob', exchange 'amq.topic' in vhost '/'); ignored",
-            "runtime parameters are not supported ('op-limit' of component 'operator_policy' in vhost '/'); ignored",
             "runtime parameters are not supported ('limits' of component 'vhost-limits' in vhost 'staging'); ignored",
             "global parameters are not supported ('my_param'); ignored",
         ]
@@ -183,10 +183,30 @@ async fn rabbitmq_exports_import_unchanged() {
         }
         assert_eq!(
             report.notes.len(),
-            4 + skips.len() + usize::from(what == "management"),
+            3 + skips.len() + usize::from(what == "management"),
             "{what}: {notes}"
         );
         assert_listed(&h, &parse(file));
+        // The operator policy acts, and is exported as the management API writes it.
+        let op = h.operator_policies("/").unwrap();
+        assert_eq!(op.len(), 1, "{what}");
+        assert_eq!(
+            (
+                op[0].name.as_str(),
+                op[0].pattern.as_str(),
+                op[0].apply_to.as_str()
+            ),
+            ("op-limit", "^op\\.", "queues")
+        );
+        assert_eq!(op[0].definition, r#"{"max-length":500}"#);
+        let exported = parse(&h.export_definitions());
+        assert!(
+            list(&exported, "parameters").contains(&json!({
+                "vhost": "/", "component": "operator_policy", "name": "op-limit",
+                "value": {"pattern": "^op\\.", "definition": {"max-length": 500}, "priority": 0, "apply-to": "queues"}
+            })),
+            "{what}: {exported}"
+        );
         // The values keep RabbitMQ's types: integers are longs, objects tables, lists arrays.
         let ttl = h
             .queues("/")
@@ -458,7 +478,7 @@ async fn malformed_definitions_are_refused_with_the_entry_named_and_change_nothi
         (
             json!({"policies": [{"vhost": "/", "name": "p", "pattern": ".*", "apply-to": "everything", "definition": {}}]})
                 .to_string(),
-            "policies[0].apply-to: expected one of all, queues, exchanges",
+            "policies[0].apply-to: apply-to 'everything' unrecognised; should be 'queues', 'exchanges' or 'all'",
         ),
         (
             json!({"policies": [{"vhost": "/", "name": "p", "pattern": ".*", "definition": "ha-mode=all"}]})

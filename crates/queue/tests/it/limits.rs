@@ -315,10 +315,21 @@ fn rejected_and_over_the_delivery_limit_leave_as_dead() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Publish { priority: u8, ttl: Option<u64> },
+    Publish {
+        priority: u8,
+        ttl: Option<u64>,
+    },
     Get,
-    Settle { pick: usize, outcome: u8 },
+    Settle {
+        pick: usize,
+        outcome: u8,
+    },
     Advance(u64),
+    /// A policy changed the length limit and the message TTL.
+    Relimit {
+        max_length: Option<u64>,
+        message_ttl: Option<u64>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -327,6 +338,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::Get),
         3 => (any::<usize>(), 0u8..3).prop_map(|(pick, outcome)| Op::Settle { pick, outcome }),
         2 => (0u64..30).prop_map(Op::Advance),
+        1 => (prop::option::of(0u64..6), prop::option::of(0u64..40))
+            .prop_map(|(max_length, message_ttl)| Op::Relimit { max_length, message_ttl }),
     ]
 }
 
@@ -370,8 +383,8 @@ impl Reference {
 proptest! {
     #![proptest_config(warren_testkit::proptest_config(256))]
 
-    /// Publishes (with priorities and TTLs), gets, acks, rejects, requeues and clock advances
-    /// under random limits: the queue and a naive reference agree on what is delivered, in
+    /// Publishes (with priorities and TTLs), gets, acks, rejects, requeues, clock advances and
+    /// policy changes under random limits: the queue and a naive reference agree on what is delivered, in
     /// which order, and on what dies, when and why.
     #[test]
     fn the_queue_agrees_with_a_naive_reference(
@@ -381,6 +394,7 @@ proptest! {
         message_ttl in prop::option::of(0u64..40),
         delivery_limit in prop::option::of(0u32..3),
     ) {
+        let (mut max_length, mut message_ttl) = (max_length, message_ttl);
         let limits = Limits { message_ttl, max_length, max_priority, delivery_limit, ..Limits::default() };
         let mut q = queue(limits);
         let mut r = Reference::default();
@@ -458,10 +472,124 @@ proptest! {
                     r.expire();
                     q.advance(r.now);
                 }
+                Op::Relimit { max_length: ml, message_ttl: ttl } => {
+                    (max_length, message_ttl) = (ml, ttl);
+                    // Over the new limit: the oldest go at once; queued ones keep their expiry.
+                    while max_length.is_some_and(|m| r.ready.len() as u64 > m) {
+                        let o = r.next_offset().unwrap();
+                        r.ready.remove(&o);
+                        r.dead.push((o, DeathReason::MaxLen));
+                    }
+                    q.set_limits(Limits { message_ttl, max_length, max_priority, delivery_limit, ..Limits::default() });
+                }
             }
             got_dead.extend(q.take_dead().into_iter().map(|d| (d.entry.offset, d.reason)));
             prop_assert_eq!(&got_dead, &r.dead);
             prop_assert_eq!(q.message_count(), r.ready.len() as u64);
         }
     }
+}
+
+/// A message that comes back after a restart, having waited already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Aged {
+    label: u32,
+    age: u64,
+}
+
+impl Payload for Aged {
+    fn body_len(&self) -> usize {
+        1
+    }
+    fn age(&self) -> u64 {
+        self.age
+    }
+}
+
+#[test]
+fn a_recovered_message_keeps_the_time_it_waited() {
+    let mut q: Queue<Aged, Anyone> = Queue::new(QueueConfig {
+        limits: Limits {
+            message_ttl: Some(50),
+            ..Limits::default()
+        },
+        ..QueueConfig::default()
+    });
+    q.advance(1000);
+    q.publish_recovered(Aged { label: 1, age: 30 });
+    q.publish_recovered(Aged { label: 2, age: 80 });
+    q.publish(Aged { label: 3, age: 0 });
+    // Waited longer than its TTL: gone at once; the other has 20 ms left, the new one 50.
+    assert_eq!(q.next_expiry(), Some(970));
+    q.advance(1001);
+    let dead: Vec<u32> = q
+        .take_dead()
+        .iter()
+        .map(|d| d.entry.message.label)
+        .collect();
+    assert_eq!(dead, [2]);
+    assert_eq!(q.next_expiry(), Some(1020));
+    q.advance(1021);
+    let dead: Vec<u32> = q
+        .take_dead()
+        .iter()
+        .map(|d| d.entry.message.label)
+        .collect();
+    assert_eq!(dead, [1]);
+    assert_eq!(q.next_expiry(), Some(1050));
+}
+
+#[test]
+fn a_lower_length_limit_set_later_drops_the_oldest_at_once() {
+    let mut q = queue(Limits::default());
+    for i in 0..5 {
+        q.publish(m(i));
+    }
+    q.set_limits(Limits {
+        max_length: Some(2),
+        ..Limits::default()
+    });
+    let dead: Vec<(u32, DeathReason)> = q
+        .take_dead()
+        .iter()
+        .map(|d| (d.entry.message.label, d.reason))
+        .collect();
+    assert_eq!(
+        dead,
+        [
+            (0, DeathReason::MaxLen),
+            (1, DeathReason::MaxLen),
+            (2, DeathReason::MaxLen)
+        ]
+    );
+    assert_eq!(q.message_count(), 2);
+    // With reject-publish nothing already queued goes; new publishes are refused.
+    let mut q = queue(Limits::default());
+    for i in 0..5 {
+        q.publish(m(i));
+    }
+    q.set_limits(Limits {
+        max_length: Some(2),
+        overflow: Overflow::RejectPublish,
+        ..Limits::default()
+    });
+    assert!(!q.has_dead());
+    assert_eq!(q.message_count(), 5);
+    assert!(matches!(q.publish(m(9)), Pushed::Rejected { .. }));
+    // A TTL set later reaches only later messages.
+    let mut q = queue(Limits::default());
+    q.publish(m(1));
+    q.set_limits(Limits {
+        message_ttl: Some(10),
+        ..Limits::default()
+    });
+    q.publish(m(2));
+    q.advance(100);
+    let dead: Vec<u32> = q
+        .take_dead()
+        .iter()
+        .map(|d| d.entry.message.label)
+        .collect();
+    assert_eq!(dead, [2]);
+    assert_eq!(q.message_count(), 1);
 }

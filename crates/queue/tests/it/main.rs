@@ -14,6 +14,7 @@ mod declare;
 mod limits;
 mod mode;
 mod model;
+mod policy;
 mod rules;
 mod settle;
 mod unacked;

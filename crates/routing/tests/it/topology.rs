@@ -794,3 +794,34 @@ fn many_live_trie_nodes_still_match_exactly() {
     let key = format!("b.{}", ["a"; 9].join("."));
     assert_eq!(route(&t, "T", &key, &props()).len(), 512);
 }
+
+/// An alternate exchange from a policy, as RabbitMQ 3.10.8 does it (probed): used when the
+/// exchange has no `alternate-exchange` argument; the argument wins when it has one; setting
+/// or clearing it acts on an existing exchange at once.
+#[test]
+fn a_policy_alternate_exchange_serves_where_no_argument_does() {
+    let mut t = topo();
+    exchange(&mut t, "ae1", "fanout");
+    exchange(&mut t, "ae2", "fanout");
+    let q1 = queue(&mut t, "q1");
+    let q2 = queue(&mut t, "q2");
+    t.bind(&BindingSpec::queue("ae1", "q1", "")).unwrap();
+    t.bind(&BindingSpec::queue("ae2", "q2", "")).unwrap();
+    exchange(&mut t, "plain", "direct");
+    let mut with_arg = ExchangeSpec::new("with-arg", "direct");
+    with_arg.arguments = args(&[("alternate-exchange", longstr("ae1"))]);
+    t.declare_exchange(with_arg).unwrap();
+    assert_eq!(route(&t, "plain", "nokey", &props()), []);
+    let plain = t.exchange_id(b"plain").unwrap();
+    let with_arg = t.exchange_id(b"with-arg").unwrap();
+    assert!(t.set_policy_alternate(plain, Some("ae2".into())));
+    assert!(t.set_policy_alternate(with_arg, Some("ae2".into())));
+    assert_eq!(route(&t, "plain", "nokey", &props()), [q2]);
+    assert_eq!(route(&t, "with-arg", "nokey", &props()), [q1]);
+    // Only unroutable messages go there.
+    let q3 = queue(&mut t, "q3");
+    t.bind(&BindingSpec::queue("plain", "q3", "k")).unwrap();
+    assert_eq!(route(&t, "plain", "k", &props()), [q3]);
+    assert!(t.set_policy_alternate(plain, None));
+    assert_eq!(route(&t, "plain", "nokey", &props()), []);
+}
