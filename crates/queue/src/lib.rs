@@ -20,6 +20,9 @@
 //!   the delivery limit; single active consumer and consumer priorities. Messages that leave
 //!   other than by an ack come out as [`Dead`] with their reason, and [`deadletter`] writes
 //!   their dead letters' headers as RabbitMQ does.
+//! - [`policy`]: what a policy or operator policy may set, which one applies, and how it
+//!   combines with a queue's arguments ([`declare::settings`]); [`Queue::set_limits`] applies
+//!   a change to a live queue.
 //!
 //! What it deliberately does not do: hold channels, sockets or delivery tags inside a queue
 //! (a delivery leaves as an [`Entry`] and comes back as a [`Settlement`]), know how messages

@@ -1,7 +1,7 @@
 //! Queue features through real clients: message TTL (per queue and per message, expired even
 //! with no one reading), length limits with their overflow modes (a refused publish is
-//! nacked), priorities and the delivery limit. Dead-lettering is not wired yet: dead
-//! messages are dropped.
+//! nacked), priorities, the delivery limit, dead-lettering with `x-death`, queue expiry,
+//! single active consumer and consumer priorities. Policies are in `policies.rs`.
 
 use crate::common::*;
 use lapin::BasicProperties;
@@ -12,7 +12,7 @@ use lapin::options::{
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 
-fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+pub(crate) fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
     let mut t = FieldTable::default();
     for (k, v) in pairs {
         t.insert(ShortString::from(k.to_string()), v.clone());
@@ -20,13 +20,13 @@ fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
     t
 }
 
-async fn declare_with(ch: &lapin::Channel, queue: &str, arguments: FieldTable) {
+pub(crate) async fn declare_with(ch: &lapin::Channel, queue: &str, arguments: FieldTable) {
     within(ch.queue_declare(queue, QueueDeclareOptions::default(), arguments))
         .await
         .expect("queue.declare succeeds");
 }
 
-async fn send(ch: &lapin::Channel, queue: &str, body: &str, props: BasicProperties) {
+pub(crate) async fn send(ch: &lapin::Channel, queue: &str, body: &str, props: BasicProperties) {
     within(ch.basic_publish(
         "",
         queue,
@@ -193,14 +193,14 @@ async fn a_message_returned_too_often_is_dropped() {
     b.stop().await;
 }
 
-fn header<'a>(d: &'a lapin::message::Delivery, key: &str) -> Option<&'a AMQPValue> {
+pub(crate) fn header<'a>(d: &'a lapin::message::Delivery, key: &str) -> Option<&'a AMQPValue> {
     d.properties
         .headers()
         .as_ref()
         .and_then(|h| h.inner().get(key))
 }
 
-fn text_of(v: Option<&AMQPValue>) -> String {
+pub(crate) fn text_of(v: Option<&AMQPValue>) -> String {
     match v {
         Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
         other => format!("{other:?}"),
@@ -208,7 +208,7 @@ fn text_of(v: Option<&AMQPValue>) -> String {
 }
 
 /// The x-death entries as (queue, reason, count).
-fn deaths(d: &lapin::message::Delivery) -> Vec<(String, String, i64)> {
+pub(crate) fn deaths(d: &lapin::message::Delivery) -> Vec<(String, String, i64)> {
     let Some(AMQPValue::FieldArray(items)) = header(d, "x-death") else {
         return Vec::new();
     };
@@ -229,7 +229,7 @@ fn deaths(d: &lapin::message::Delivery) -> Vec<(String, String, i64)> {
         .collect()
 }
 
-async fn get_one(ch: &lapin::Channel, queue: &str) -> Option<lapin::message::Delivery> {
+pub(crate) async fn get_one(ch: &lapin::Channel, queue: &str) -> Option<lapin::message::Delivery> {
     within(ch.basic_get(queue, BasicGetOptions { no_ack: true }))
         .await
         .unwrap()

@@ -17,6 +17,7 @@ mod fuzz;
 mod handle;
 mod paging;
 mod permissions;
+mod policies;
 mod publish;
 mod queues;
 mod raw;
