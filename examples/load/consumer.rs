@@ -3,7 +3,9 @@
 //! Per read wake-up a consumer decodes every complete frame in its buffer, takes one clock
 //! reading for the whole batch, computes each message's latency from the stamp in its body,
 //! encodes the acks into the write buffer (`basic.ack` per message, or with `multiple` every
-//! `--multi-ack-every` messages; none with `--autoack`), and writes them in one go. The shared
+//! `--multi-ack-every` messages; none with `--autoack`; with `--reject`, `basic.reject` with
+//! `requeue=false` per message, or `basic.nack` with `multiple` and `requeue=false` every N),
+//! and writes them in one go. The shared
 //! counters and histogram are touched once per batch. With `--cmessages` a consumer stops
 //! after the read that brings it to the count, once it acknowledged everything it received.
 
@@ -14,7 +16,9 @@ use crate::stats::Stats;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::{oneshot, watch};
-use warren_amqp_codec::{BasicAck, BasicConsume, BasicQos, Frame, Method, ShortStr, frame};
+use warren_amqp_codec::{
+    BasicAck, BasicConsume, BasicNack, BasicQos, BasicReject, Frame, Method, ShortStr, frame,
+};
 
 /// What one consumer does.
 #[derive(Debug, Clone)]
@@ -27,6 +31,8 @@ pub(crate) struct ConsumerConfig {
     pub(crate) qos: u16,
     /// Consume without acknowledgements.
     pub(crate) autoack: bool,
+    /// Refuse messages (requeue=false) instead of acknowledging them.
+    pub(crate) reject: bool,
     /// Acknowledge with `multiple` every this many messages (1: each message on its own).
     pub(crate) ack_every: u64,
     /// Messages after which to stop (0: no limit).
@@ -49,6 +55,7 @@ enum Content {
 #[derive(Debug)]
 pub(crate) struct Receiver {
     autoack: bool,
+    reject: bool,
     ack_every: u64,
     content: Content,
     tag: u64,
@@ -70,6 +77,7 @@ impl Receiver {
     pub(crate) fn new(autoack: bool, ack_every: u64, run: u16) -> Self {
         Self {
             autoack,
+            reject: false,
             ack_every: ack_every.max(1),
             content: Content::Idle,
             tag: 0,
@@ -80,6 +88,35 @@ impl Receiver {
             latencies: Vec::new(),
             run,
         }
+    }
+
+    /// Refuses messages (`requeue=false`) instead of acknowledging them.
+    pub(crate) fn rejecting(mut self, reject: bool) -> Self {
+        self.reject = reject;
+        self
+    }
+
+    /// Acknowledges (or refuses) up to `tag`, with `multiple` or not.
+    fn settle(&self, tag: u64, multiple: bool, out: &mut bytes::BytesMut) {
+        let method: Method = match (self.reject, multiple) {
+            (false, _) => BasicAck {
+                delivery_tag: tag,
+                multiple,
+            }
+            .into(),
+            (true, false) => BasicReject {
+                delivery_tag: tag,
+                requeue: false,
+            }
+            .into(),
+            (true, true) => BasicNack {
+                delivery_tag: tag,
+                multiple: true,
+                requeue: false,
+            }
+            .into(),
+        };
+        frame::encode_method(out, CH, &method);
     }
 
     /// Handles one frame (already past [`Conn::common`]), received at `now` (ns); acks go
@@ -166,11 +203,7 @@ impl Receiver {
         }
         self.unacked += 1;
         if self.unacked >= self.ack_every {
-            let ack = BasicAck {
-                delivery_tag: self.tag,
-                multiple: self.ack_every > 1,
-            };
-            frame::encode_method(out, CH, &ack.into());
+            self.settle(self.tag, self.ack_every > 1, out);
             self.unacked = 0;
         }
     }
@@ -179,11 +212,7 @@ impl Receiver {
     /// unacknowledged.
     pub(crate) fn ack_rest(&mut self, out: &mut bytes::BytesMut) {
         if self.unacked > 0 {
-            let ack = BasicAck {
-                delivery_tag: self.completed,
-                multiple: true,
-            };
-            frame::encode_method(out, CH, &ack.into());
+            self.settle(self.completed, true, out);
             self.unacked = 0;
         }
     }
@@ -237,7 +266,7 @@ async fn drive(
         0 => cfg.ack_every,
         qos => cfg.ack_every.min(u64::from(qos)),
     };
-    let mut rx = Receiver::new(cfg.autoack, ack_every, crate::run_tag());
+    let mut rx = Receiver::new(cfg.autoack, ack_every, crate::run_tag()).rejecting(cfg.reject);
     let mut ready = Some(ready);
     let mut received = 0;
     loop {
@@ -356,6 +385,44 @@ mod tests {
         assert_eq!(rx.received, 3);
         assert_eq!(rx.latencies, [1000, 2000, 3000]);
         assert_eq!(acks(&mut out), [(1, false), (2, false), (3, false)]);
+    }
+
+    #[test]
+    fn rejecting_without_requeue() {
+        let refusals = |out: &mut BytesMut| {
+            let mut v = Vec::new();
+            while let Some(f) = frame::decode_frame(out, 0).unwrap() {
+                match f {
+                    Frame::Method {
+                        method: Method::BasicReject(r),
+                        ..
+                    } => v.push((r.delivery_tag, false, r.requeue)),
+                    Frame::Method {
+                        method: Method::BasicNack(n),
+                        ..
+                    } => v.push((n.delivery_tag, n.multiple, n.requeue)),
+                    other => panic!("{other:?}"),
+                }
+            }
+            v
+        };
+        let mut rx = Receiver::new(false, 1, RUN).rejecting(true);
+        let mut out = BytesMut::new();
+        for tag in 1..=2 {
+            rx.frame(&deliver(tag), 50, &mut out).unwrap();
+            rx.frame(&header(16), 50, &mut out).unwrap();
+            rx.frame(&body(20, 16), 50, &mut out).unwrap();
+        }
+        assert_eq!(rx.received, 2);
+        assert_eq!(refusals(&mut out), [(1, false, false), (2, false, false)]);
+        let mut rx = Receiver::new(false, 2, RUN).rejecting(true);
+        for tag in 1..=3 {
+            rx.frame(&deliver(tag), 50, &mut out).unwrap();
+            rx.frame(&header(16), 50, &mut out).unwrap();
+            rx.frame(&body(20, 16), 50, &mut out).unwrap();
+        }
+        rx.ack_rest(&mut out);
+        assert_eq!(refusals(&mut out), [(2, true, false), (3, true, false)]);
     }
 
     #[test]

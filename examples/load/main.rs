@@ -15,6 +15,13 @@
 //! # then drain them with one consumer (the run ends when it has received all of them):
 //! target/release/examples/load -f persistent -c 1000 -y 0 -C 1000000 --keep
 //! target/release/examples/load -f persistent -x 0 -D 1000000 --keep
+//! # dead-lettering: a source queue whose messages expire at once into `dlq` (declared and
+//! # consumed by the first command, started first), and one whose consumer rejects them:
+//! target/release/examples/load -x 0 -u dlq -z 30
+//! target/release/examples/load -y 0 -u src --queue-arg x-message-ttl=0 \
+//!     --queue-arg x-dead-letter-exchange= --queue-arg x-dead-letter-routing-key=dlq -z 25
+//! target/release/examples/load -u src2 --reject --queue-arg x-dead-letter-exchange= \
+//!     --queue-arg x-dead-letter-routing-key=dlq -z 25
 //! # hold 1,000 idle connections for 30 s and report the broker's memory per connection:
 //! target/release/examples/load --idle-connections 1000 -z 30 --broker-pid "$(pidof beam.smp)"
 //! # the summary as one JSON object on stdout (per-second lines go to stderr):
@@ -56,6 +63,17 @@
 //! queue `--bindings N` patterns (`load.q{q}.k{b}.#` and `*.q{q}.k{b}` alternately) on
 //! `load-topic`, and `--topic-match F` is the fraction of messages whose key matches one.
 //! Exchanges named `amq.*` are used as they are, never declared or deleted.
+//! `--queue-arg KEY=VALUE` (repeatable) adds an argument to every queue's `queue.declare`:
+//! a value that reads as a whole number is sent as a signed 64-bit integer (`l`), `true` and
+//! `false` as booleans, anything else (the empty string included) as a long string.
+//!
+//! # Acknowledging
+//!
+//! Consumers acknowledge each message (`basic.ack`), or every `-A N` messages with
+//! `multiple`, or not at all with `--autoack`. With `--reject` they refuse every message
+//! instead, without requeueing it: `basic.reject` with `requeue=false` per message, or
+//! `basic.nack` with `multiple` and `requeue=false` every `-A N`; on a queue with a
+//! dead-letter exchange every message is then dead-lettered, otherwise dropped.
 //!
 //! # Defaults that differ from PerfTest
 //!
@@ -85,8 +103,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use warren_amqp_codec::{
-    ExchangeDeclare, ExchangeDelete, FieldTable, Method, QueueBind, QueueDeclare, QueueDelete,
-    ShortStr,
+    ExchangeDeclare, ExchangeDelete, FieldTable, FieldValue, Method, QueueBind, QueueDeclare,
+    QueueDelete, ShortStr,
 };
 
 /// The process-wide clock origin that message stamps count from.
@@ -191,6 +209,15 @@ struct Args {
     /// Consume without acknowledgements.
     #[arg(short = 'a', long)]
     autoack: bool,
+    /// Refuse every message without requeueing it (basic.reject requeue=false; with -A N,
+    /// basic.nack multiple requeue=false every N) instead of acknowledging it.
+    #[arg(long, conflicts_with = "autoack")]
+    reject: bool,
+    /// A queue argument for every queue.declare (repeatable), e.g. x-message-ttl=0 or
+    /// x-dead-letter-exchange= ; whole numbers are sent as 64-bit integers, true/false as
+    /// booleans, anything else as a string.
+    #[arg(long = "queue-arg", value_name = "KEY=VALUE")]
+    queue_args: Vec<String>,
     /// Acknowledge with `multiple` every N messages (1: each message on its own).
     #[arg(short = 'A', long, default_value_t = 1)]
     multi_ack_every: u64,
@@ -239,6 +266,8 @@ struct Scenario {
     cmessages: u64,
     qos: u16,
     autoack: bool,
+    reject: bool,
+    queue_args: Vec<String>,
     multi_ack_every: u64,
     threads: usize,
 }
@@ -249,6 +278,8 @@ struct Plan {
     args: Args,
     conn: ConnConfig,
     topology: Topology,
+    /// Arguments of every queue.declare (`--queue-arg`).
+    queue_args: FieldTable,
     persistent: bool,
     mandatory: bool,
 }
@@ -306,6 +337,7 @@ impl Plan {
             queues: queue_names(&args.queue, args.queues),
             bindings_per_queue: args.bindings,
         };
+        let queue_args = parse_queue_args(&args.queue_args)?;
         let conn = ConnConfig {
             uri,
             heartbeat: args.heartbeat,
@@ -318,6 +350,7 @@ impl Plan {
             args,
             conn,
             topology,
+            queue_args,
         })
     }
 
@@ -342,6 +375,8 @@ impl Plan {
             cmessages: a.cmessages,
             qos: a.qos,
             autoack: a.autoack,
+            reject: a.reject,
+            queue_args: a.queue_args.clone(),
             multi_ack_every: a.multi_ack_every,
             threads: a.threads,
         }
@@ -362,6 +397,31 @@ impl Plan {
             ..self.conn.clone()
         }
     }
+}
+
+/// `--queue-arg KEY=VALUE`s as a field table: whole numbers as `l`, `true`/`false` as `t`,
+/// anything else as `S`.
+fn parse_queue_args(args: &[String]) -> Result<FieldTable, String> {
+    let mut table = FieldTable::default();
+    for a in args {
+        let Some((key, value)) = a.split_once('=') else {
+            return Err(format!("--queue-arg {a:?} is not KEY=VALUE"));
+        };
+        if key.is_empty() || key.len() > 255 {
+            return Err(format!(
+                "--queue-arg {a:?}: the key must be 1 to 255 octets"
+            ));
+        }
+        let value = if let Ok(n) = value.parse::<i64>() {
+            FieldValue::I64(n)
+        } else if let Ok(b) = value.parse::<bool>() {
+            FieldValue::Bool(b)
+        } else {
+            FieldValue::from(value.to_owned())
+        };
+        table.insert(key.to_owned(), value);
+    }
+    Ok(table)
 }
 
 fn main() -> ExitCode {
@@ -544,8 +604,16 @@ fn describe(plan: &Plan) -> String {
     s.push_str(&if a.autoack {
         "autoack".to_owned()
     } else {
-        format!("qos {}, ack every {}", a.qos, a.multi_ack_every)
+        format!(
+            "qos {}, {} every {}",
+            a.qos,
+            if a.reject { "reject" } else { "ack" },
+            a.multi_ack_every
+        )
     });
+    if !a.queue_args.is_empty() {
+        s.push_str(&format!("; queue arguments {}", a.queue_args.join(" ")));
+    }
     s.push_str(&format!("; broker {}", plan.conn.uri));
     s
 }
@@ -582,6 +650,7 @@ async fn start(
                 .collect(),
             qos: a.qos,
             autoack: a.autoack,
+            reject: a.reject,
             ack_every: a.multi_ack_every,
             limit: a.cmessages,
         };
@@ -732,7 +801,7 @@ async fn declare(plan: &Plan, opened: &mut bool) -> client::Result<()> {
                     queue: ShortStr::from(q.clone()),
                     durable: plan.persistent,
                     auto_delete: plan.args.auto_delete,
-                    arguments: FieldTable::default(),
+                    arguments: plan.queue_args.clone(),
                     ..Default::default()
                 }
                 .into()
@@ -851,6 +920,40 @@ mod tests {
         assert!(plan(&["-t", "fanout", "-e", ""]).is_err());
         assert!(plan(&["-q", "70000"]).is_err());
         assert!(plan(&["-A", "0"]).is_err());
+        assert!(plan(&["--queue-arg", "x-message-ttl"]).is_err());
+        assert!(plan(&["--queue-arg", "=1"]).is_err());
+        assert!(plan(&["--reject", "--autoack"]).is_err());
+    }
+
+    #[test]
+    fn queue_arguments() {
+        let p = plan(&[
+            "--queue-arg",
+            "x-message-ttl=0",
+            "--queue-arg",
+            "x-dead-letter-exchange=",
+            "--queue-arg",
+            "x-dead-letter-routing-key=dlq",
+            "--queue-arg",
+            "x-single-active-consumer=true",
+            "--queue-arg",
+            "x-overflow=drop-head",
+        ])
+        .unwrap();
+        let t = &p.queue_args;
+        assert_eq!(t.len(), 5);
+        assert_eq!(t.get("x-message-ttl"), Some(&FieldValue::I64(0)));
+        assert_eq!(t.get("x-dead-letter-exchange"), Some(&FieldValue::from("")));
+        assert_eq!(
+            t.get("x-dead-letter-routing-key"),
+            Some(&FieldValue::from("dlq"))
+        );
+        assert_eq!(
+            t.get("x-single-active-consumer"),
+            Some(&FieldValue::Bool(true))
+        );
+        assert_eq!(t.get("x-overflow"), Some(&FieldValue::from("drop-head")));
+        assert!(plan(&[]).unwrap().queue_args.is_empty());
     }
 
     #[test]

@@ -501,6 +501,15 @@ impl BrokerBuilder {
         if let Some(d) = &durable {
             restore_topology(&shared, d, &stored, &mut recovered);
         }
+        // The built-in exchanges are not stored: the policies reach them here.
+        for v in shared
+            .vhosts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            v.apply_policies();
+        }
         if let Some(json) = &self.definitions {
             let handle = BrokerHandle {
                 shared: shared.clone(),

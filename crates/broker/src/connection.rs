@@ -44,7 +44,7 @@ const WRITE_HIGH: usize = 256 * 1024;
 const READ_MAX: usize = 64 * 1024;
 /// How often a publisher paused by a congested queue checks that its consumers still make
 /// progress.
-const FLOW_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
+pub(crate) const FLOW_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
 /// How long a finished connection may take to flush its last octets.
 const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Smallest read: what an idle connection keeps reserved. Reads grow with what arrives.
@@ -171,8 +171,9 @@ struct Ctx {
     commit_pending: Option<(u16, u64)>,
     /// The client published during the memory alarm: reading is paused until it clears.
     blocked: bool,
-    /// A queue this connection publishes to is congested: reading is paused until it drains.
-    throttled: Option<Arc<QueueCell>>,
+    /// A queue this connection publishes to is congested, or too many dead letters wait:
+    /// reading is paused until that clears.
+    throttled: Option<Throttle>,
     /// When to check next whether the congested queue's consumers still make progress.
     throttle_recheck: tokio::time::Instant,
     /// Still counted in `Shared::open_connections` (which the connection limit and shutdown
@@ -299,22 +300,34 @@ where
                 break;
             }
         }
-        if let Some(q) = &conn.ctx.throttled {
-            let mut s = q.lock();
-            let now = tokio::time::Instant::now();
-            let release = if s.deleted || !s.over_low_mark() {
-                true
-            } else if now >= conn.ctx.throttle_recheck {
-                // Still backed up: keep waiting only while its consumers make progress.
-                conn.ctx.throttle_recheck = now + FLOW_RECHECK;
-                !s.congested()
-            } else {
-                false
-            };
-            drop(s);
-            if release {
-                conn.ctx.throttled = None;
+        match &conn.ctx.throttled {
+            Some(Throttle::Queue(q)) => {
+                let mut s = q.lock();
+                let now = tokio::time::Instant::now();
+                let release = if s.deleted || !s.over_low_mark() {
+                    true
+                } else if now >= conn.ctx.throttle_recheck {
+                    // Still backed up: keep waiting only while its consumers make progress.
+                    conn.ctx.throttle_recheck = now + FLOW_RECHECK;
+                    !s.congested()
+                } else {
+                    false
+                };
+                drop(s);
+                if release {
+                    conn.ctx.throttled = None;
+                }
             }
+            Some(Throttle::DeadLetters) => {
+                let now = tokio::time::Instant::now();
+                if now >= conn.ctx.throttle_recheck {
+                    conn.ctx.throttle_recheck = now + FLOW_RECHECK;
+                }
+                if shared.dead_letters.len() <= crate::deadletter::Inbox::LOW {
+                    conn.ctx.throttled = None;
+                }
+            }
+            None => {}
         }
         let throttled = conn.ctx.throttled.is_some();
         conn.ctx.codec.pause_reading(throttled || conn.ctx.blocked);
@@ -953,8 +966,8 @@ impl Conn {
         }
         let mut batch = std::mem::take(&mut self.ctx.batch);
         let over_budget = self.ctx.shared.over_paging_budget();
-        if let Some(q) = enqueue(&mut batch, &self.ctx.outbox, over_budget) {
-            self.ctx.throttled = Some(q);
+        if let Some(t) = enqueue(&mut batch, &self.ctx.outbox, over_budget) {
+            self.ctx.throttled = Some(t);
             self.ctx.throttle_recheck = tokio::time::Instant::now() + FLOW_RECHECK;
         }
         self.ctx.batch = batch;
@@ -1265,8 +1278,8 @@ impl Conn {
                 ctx.write_to_store();
                 let mut batch = std::mem::take(&mut ctx.batch);
                 let over_budget = ctx.shared.over_paging_budget();
-                if let Some(q) = enqueue(&mut batch, &ctx.outbox, over_budget) {
-                    ctx.throttled = Some(q);
+                if let Some(t) = enqueue(&mut batch, &ctx.outbox, over_budget) {
+                    ctx.throttled = Some(t);
                     ctx.throttle_recheck = tokio::time::Instant::now() + FLOW_RECHECK;
                 }
                 ctx.batch = batch;
@@ -1341,14 +1354,25 @@ fn resume_channel(ch: &Channel) {
     }
 }
 
+/// Why a publishing connection pauses reading.
+#[derive(Debug)]
+pub(crate) enum Throttle {
+    /// This queue is congested: its consumers drain it slower than it fills.
+    Queue(Arc<QueueCell>),
+    /// Too many dead letters wait to be routed, and the connection published to a queue that
+    /// dead-letters.
+    DeadLetters,
+}
+
 /// Enqueues `(queue, message)` pairs, grouped by queue (each queue keeps the batch's order),
 /// then lets each queue deliver once. A queue left congested registers `publisher` to be woken
-/// when it drains, and is returned so that the publisher pauses.
+/// when it drains, and is returned so that the publisher pauses; so is the dead-letter inbox
+/// when it is over its high mark and a queue of the batch dead-letters.
 pub(crate) fn enqueue(
     batch: &mut Batch,
     publisher: &Arc<Outbox>,
     over_budget: bool,
-) -> Option<Arc<QueueCell>> {
+) -> Option<Throttle> {
     batch.sort_by_key(|(q, _, _)| Arc::as_ptr(q) as usize);
     let mut congested = None;
     let mut i = 0;
@@ -1387,7 +1411,12 @@ pub(crate) fn enqueue(
         if s.congested() {
             s.add_flow_waiter(publisher);
             drop(s);
-            congested = Some(cell);
+            congested = Some(Throttle::Queue(cell));
+        } else if s.dead_letter.is_some()
+            && congested.is_none()
+            && cell.dead_letters().throttles(publisher)
+        {
+            congested = Some(Throttle::DeadLetters);
         }
     }
     batch.clear();

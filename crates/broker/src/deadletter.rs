@@ -7,13 +7,23 @@
 //! queue, or to one whose dead come back here). The dead letter is written to the store (if
 //! persistent and going to durable queues) before the original's reference is dropped, so a
 //! crash in between leaves both (at least once), never neither.
+//!
+//! Flow: the worker routes at most [`BATCH`] dead letters at a time and yields between
+//! batches, so a flood of them never holds a runtime thread; when a queue it fills is
+//! congested (its consumers slower than the dead letters), it waits as a publisher would; and
+//! past [`Inbox::HIGH`] dead letters waiting, connections publishing to queues that
+//! dead-letter pause reading until the worker is down to [`Inbox::LOW`]. So a queue that
+//! dead-letters everything at once (`x-message-ttl` 0) slows its publishers to the pace its
+//! dead letters are consumed at, instead of growing memory without bound.
 
 use crate::broker::Shared;
 use crate::message::Message;
 use crate::outbox::Outbox;
 use crate::staging::{Batch, Staging};
 use crate::vhost::QueueCell;
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
 use warren_amqp_codec::{BasicProperties, FieldArray, FieldValue, ShortStr};
 use warren_queue::DeathReason;
@@ -34,37 +44,102 @@ pub(crate) struct DeadLetter {
     pub(crate) stored: Option<(u64, MessageRef)>,
 }
 
+/// Dead letters the worker routes before it yields.
+pub(crate) const BATCH: usize = 1024;
+
 /// Where queues leave their dead letters for the worker.
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
-    items: Mutex<Vec<DeadLetter>>,
+    items: Mutex<VecDeque<DeadLetter>>,
+    /// `items.len()`, readable without the lock.
+    len: AtomicUsize,
     notify: Notify,
+    /// Publishers paused until the inbox is down to [`Inbox::LOW`].
+    waiters: Mutex<Vec<Weak<Outbox>>>,
 }
 
 impl Inbox {
+    /// Dead letters waiting past which publishers to queues that dead-letter pause.
+    pub(crate) const HIGH: usize = 64 * BATCH;
+    /// Dead letters waiting at which paused publishers resume.
+    pub(crate) const LOW: usize = 16 * BATCH;
+
     pub(crate) fn push(&self, items: impl IntoIterator<Item = DeadLetter>) {
         let mut v = self.items.lock().unwrap_or_else(|e| e.into_inner());
         let before = v.len();
         v.extend(items);
+        self.len.store(v.len(), Ordering::Release);
         if v.len() > before {
             self.notify.notify_one();
         }
     }
+
+    /// Dead letters waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Whether publishers to queues that dead-letter should pause; if so, `publisher` is
+    /// woken once the worker is down to [`Inbox::LOW`].
+    pub(crate) fn throttles(&self, publisher: &Arc<Outbox>) -> bool {
+        if self.len() <= Self::HIGH {
+            return false;
+        }
+        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        w.retain(|o| o.strong_count() > 0);
+        if !w
+            .iter()
+            .any(|o| std::ptr::eq(o.as_ptr(), Arc::as_ptr(publisher)))
+        {
+            w.push(Arc::downgrade(publisher));
+        }
+        true
+    }
+
+    /// Takes the next batch.
+    fn take(&self) -> Vec<DeadLetter> {
+        let mut v = self.items.lock().unwrap_or_else(|e| e.into_inner());
+        let n = v.len().min(BATCH);
+        let batch: Vec<DeadLetter> = v.drain(..n).collect();
+        self.len.store(v.len(), Ordering::Release);
+        if v.len() <= Self::LOW {
+            drop(v);
+            let waiters =
+                std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
+            for o in waiters.iter().filter_map(Weak::upgrade) {
+                o.notify.notify_one();
+            }
+        }
+        batch
+    }
 }
 
-/// The worker: routes dead letters as they come, a batch at a time.
+/// The worker: routes dead letters as they come, a batch at a time, yielding between batches
+/// and waiting while a queue it fills is congested.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let outbox = Arc::new(Outbox::default());
     loop {
-        shared.dead_letters.notify.notified().await;
-        let items = std::mem::take(
-            &mut *shared
-                .dead_letters
-                .items
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        process(&shared, items, &outbox);
+        if shared.dead_letters.len() == 0 {
+            shared.dead_letters.notify.notified().await;
+        }
+        let items = shared.dead_letters.take();
+        if let Some(q) = process(&shared, items, &outbox) {
+            wait_for(&q, &outbox).await;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Waits until a congested queue drains to its low mark, is deleted, or its consumers stop
+/// making progress (as a paused publisher does).
+async fn wait_for(q: &Arc<QueueCell>, outbox: &Outbox) {
+    loop {
+        let _ =
+            tokio::time::timeout(crate::connection::FLOW_RECHECK, outbox.notify.notified()).await;
+        let mut s = q.lock();
+        if s.deleted || !s.over_low_mark() || !s.congested() {
+            return;
+        }
     }
 }
 
@@ -88,7 +163,12 @@ fn cc_keys(props: &BasicProperties) -> Vec<Vec<u8>> {
     }
 }
 
-fn process(shared: &Arc<Shared>, items: Vec<DeadLetter>, outbox: &Arc<Outbox>) {
+/// Routes a batch; returns a queue it left congested.
+fn process(
+    shared: &Arc<Shared>,
+    items: Vec<DeadLetter>,
+    outbox: &Arc<Outbox>,
+) -> Option<Arc<QueueCell>> {
     let mut batch: Batch = Vec::new();
     let mut staging = Staging::default();
     let mut routed = Routed::new();
@@ -144,9 +224,14 @@ fn process(shared: &Arc<Shared>, items: Vec<DeadLetter>, outbox: &Arc<Outbox>) {
     // The dead letters reach the store (and their queues) before the originals go: the
     // journal is one log, so an original's ack is never durable without the copy.
     staging.write(shared.durable.as_ref());
+    let mut congested = None;
     if !batch.is_empty() {
         let over_budget = shared.over_paging_budget();
-        crate::connection::enqueue(&mut batch, outbox, over_budget);
+        if let Some(crate::connection::Throttle::Queue(q)) =
+            crate::connection::enqueue(&mut batch, outbox, over_budget)
+        {
+            congested = Some(q);
+        }
     }
     for (cell, stored) in done {
         if let Some(r) = stored {
@@ -154,4 +239,5 @@ fn process(shared: &Arc<Shared>, items: Vec<DeadLetter>, outbox: &Arc<Outbox>) {
         }
     }
     tracing::trace!("dead letters routed");
+    congested
 }

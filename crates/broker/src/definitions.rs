@@ -782,7 +782,8 @@ impl Plan {
         };
         for p in self.policies {
             let v = vhost("policies", &p.vhost)?;
-            v.change_policy(Ok(p));
+            v.change_policy(Ok(p))
+                .map_err(|why| invalid(format!("policies: {why}")))?;
             report.policies += 1;
         }
         for (at, v, name, decl) in &self.queues {

@@ -520,23 +520,23 @@ impl BrokerHandle {
         let v = self.vhost(vhost)?;
         let p = policy.check(vhost, kind)?;
         tracing::info!(vhost, policy = %p.name, pattern = %p.pattern, definition = %p.definition, ?kind, "policy set");
-        v.change_policy(Ok(p));
+        v.change_policy(Ok(p)).map_err(Error::Policy)?;
         Ok(())
     }
 
     /// Clears a policy; the queues and exchanges it applied to go back to their arguments
     /// (or the next matching policy). Returns whether it existed.
     pub fn clear_policy(&self, vhost: &str, name: &str) -> Result<bool, Error> {
-        Ok(self
-            .vhost(vhost)?
-            .change_policy(Err((PolicyKind::Policy, name.to_string()))))
+        self.vhost(vhost)?
+            .change_policy(Err((PolicyKind::Policy, name.to_string())))
+            .map_err(Error::Policy)
     }
 
     /// Clears an operator policy. Returns whether it existed.
     pub fn clear_operator_policy(&self, vhost: &str, name: &str) -> Result<bool, Error> {
-        Ok(self
-            .vhost(vhost)?
-            .change_policy(Err((PolicyKind::Operator, name.to_string()))))
+        self.vhost(vhost)?
+            .change_policy(Err((PolicyKind::Operator, name.to_string())))
+            .map_err(Error::Policy)
     }
 
     /// The policies of `vhost`, by name.

@@ -235,3 +235,71 @@ fn wall_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> MessageRef {
+        MessageRef {
+            id: 7,
+            segment: 1,
+            offset: 16,
+            record: 0,
+        }
+    }
+
+    #[test]
+    fn stored_messages_of_both_versions_read_back() {
+        let gauge = Arc::new(MemoryGauge::default());
+        let props = BasicProperties {
+            delivery_mode: Some(2),
+            expiration: Some("60000".into()),
+            ..BasicProperties::default()
+        };
+        let m = Message::new(
+            &ShortStr::from("x"),
+            &ShortStr::from("k"),
+            &props,
+            Bytes::from_static(b"body"),
+            &gauge,
+        );
+        let mut v2 = Vec::new();
+        m.encode_stored(&mut v2);
+        assert_eq!(v2.first(), Some(&2));
+        let back = Message::from_stored(&v2, at(), &gauge).unwrap();
+        assert_eq!(
+            (back.exchange.as_bytes(), back.routing_key.as_bytes()),
+            (&b"x"[..], &b"k"[..])
+        );
+        assert_eq!(
+            (&back.body[..], back.persistent, back.ttl),
+            (&b"body"[..], true, Some(60000))
+        );
+        assert!(back.first_stored > 0 && back.age() < 60_000);
+        // Written again (e.g. paged out after a restart), it keeps its first time.
+        let mut again = Vec::new();
+        back.encode_stored(&mut again);
+        assert_eq!(again.get(1..9), v2.get(1..9));
+        // Version 1, as written before the time was added: same layout without it; its TTL
+        // counts from now.
+        let mut v1 = vec![1];
+        v1.extend_from_slice(v2.get(9..).unwrap());
+        let old = Message::from_stored(&v1, at(), &gauge).unwrap();
+        assert_eq!(
+            (&old.body[..], old.first_stored, old.age()),
+            (&b"body"[..], 0, 0)
+        );
+        // Anything else is not a stored message.
+        for bad in [&[3u8][..], &[2, 0, 0], &[], &[1, 5, b'x']] {
+            assert!(Message::from_stored(bad, at(), &gauge).is_none(), "{bad:?}");
+        }
+        // A stored time in the future (a clock set back) gives age 0, not a panic.
+        let mut future = v2.clone();
+        future.splice(1..9, u64::MAX.to_le_bytes());
+        assert_eq!(
+            Message::from_stored(&future, at(), &gauge).unwrap().age(),
+            0
+        );
+    }
+}

@@ -92,6 +92,13 @@ impl Policies {
         self.items.push(Arc::new(p));
     }
 
+    /// Whether one of that kind and name exists.
+    pub(crate) fn has(&self, kind: PolicyKind, name: &str) -> bool {
+        self.items
+            .iter()
+            .any(|q| (q.kind, q.name.as_str()) == (kind, name))
+    }
+
     /// Removes one; returns whether it existed.
     pub(crate) fn clear(&mut self, kind: PolicyKind, name: &str) -> bool {
         let before = self.items.len();

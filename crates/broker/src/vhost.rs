@@ -215,16 +215,27 @@ impl QueueCell {
         let limits = settings.config.limits;
         self.may_refuse
             .store(limits.may_refuse(), Ordering::Release);
-        self.expires
-            .store(settings.expires.unwrap_or(u64::MAX), Ordering::Release);
-        s.pages = !limits.needs_all_messages();
+        let expires = settings.expires.unwrap_or(u64::MAX);
+        if self.expires.swap(expires, Ordering::AcqRel) != expires {
+            // As RabbitMQ: a new expiry counts from when it applies.
+            self.touch();
+        }
         s.dead_letter = settings.dead_letter;
-        s.queue.advance(crate::now_ms());
-        s.queue.set_limits(limits);
+        s.pages = !limits.needs_all_messages();
         if !s.pages {
+            // Read back under the old rules (a queue that paged had no TTL or length
+            // limit): the new ones reach only what is published from now on, but for the
+            // heads a lower limit drops.
             self.page_in_all(&mut s);
         }
+        s.queue.advance(crate::now_ms());
+        s.queue.set_limits(limits);
         self.deliver(&mut s);
+    }
+
+    /// The inbox its dead letters go to.
+    pub(crate) fn dead_letters(&self) -> &Inbox {
+        &self.dead_letters
     }
 
     /// Whether its backlog may page out.
@@ -385,10 +396,13 @@ impl QueueCell {
     /// would only duplicate the disk).
     pub(crate) fn should_page(&self, state: &QueueState, over_budget: bool, m: &Message) -> bool {
         let on_disk = m.persistent && self.store.is_some() && m.stored().is_some();
+        // While anything is paged out, new messages follow it (whatever the rules say now:
+        // order first).
         self.paging.is_some()
-            && state.pages
             && (!state.spill.is_empty()
-                || ((over_budget || on_disk) && state.queue.message_count() >= paging::HEAD_MIN))
+                || (state.pages
+                    && (over_budget || on_disk)
+                    && state.queue.message_count() >= paging::HEAD_MIN))
     }
 
     /// Pages a message out: its id goes to the spill (written to the store first if it is not
@@ -645,31 +659,37 @@ impl Vhost {
     }
 
     /// Sets (`Ok`) or clears (`Err`: kind and name) a policy: recorded, then applied to every
-    /// queue and exchange. Returns false when clearing one that does not exist.
-    pub(crate) fn change_policy(&self, change: Result<Policy, (PolicyKind, String)>) -> bool {
+    /// queue and exchange. Returns false when clearing one that does not exist; an error if
+    /// it cannot be recorded (nothing changes then).
+    pub(crate) fn change_policy(
+        &self,
+        change: Result<Policy, (PolicyKind, String)>,
+    ) -> Result<bool, String> {
         let _order = self.policy_change.lock().unwrap_or_else(|e| e.into_inner());
         let record = match &change {
             Ok(p) => crate::durable::record::policy(p),
-            Err((kind, name)) => crate::durable::record::policy_cleared(&self.name, *kind, name),
+            Err((kind, name)) => {
+                if !self.policies().has(*kind, name) {
+                    return Ok(false);
+                }
+                crate::durable::record::policy_cleared(&self.name, *kind, name)
+            }
         };
+        if let Some(d) = &self.durable {
+            d.apply(&[record])
+                .map_err(|why| format!("the policy could not be written: {why}"))?;
+        }
         {
             let mut policies = self.policies.write().unwrap_or_else(|e| e.into_inner());
-            let existed = match change {
-                Ok(p) => {
-                    policies.set(p);
-                    true
+            match change {
+                Ok(p) => policies.set(p),
+                Err((kind, name)) => {
+                    policies.clear(kind, &name);
                 }
-                Err((kind, name)) => policies.clear(kind, &name),
-            };
-            if !existed {
-                return false;
             }
         }
-        if let Some(d) = &self.durable {
-            let _ = d.apply(&[record]);
-        }
         self.apply_policies();
-        true
+        Ok(true)
     }
 
     /// Adds a stored policy at startup (before the queues and exchanges are restored).
@@ -681,7 +701,7 @@ impl Vhost {
     }
 
     /// Applies the policies to every exchange (alternate exchanges) and queue.
-    fn apply_policies(&self) {
+    pub(crate) fn apply_policies(&self) {
         let policies = self.policies().clone();
         let cells: Vec<Arc<QueueCell>> = {
             let mut state = self.write();

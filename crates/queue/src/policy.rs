@@ -188,7 +188,8 @@ pub struct Definition {
     pub delivery_limit: Option<u32>,
 }
 
-/// The keys an operator policy may set.
+/// The keys an operator policy may set that act (it may also set `max-in-memory-length` and
+/// `max-in-memory-bytes`, kept and not acted on).
 const OPERATOR_KEYS: &[&str] = &[
     "expires",
     "message-ttl",
@@ -207,7 +208,11 @@ impl Definition {
             return Err("no policy provided".into());
         }
         let allowed = |k: &str| match kind {
-            PolicyKind::Operator => OPERATOR_KEYS.contains(&k),
+            PolicyKind::Operator => {
+                OPERATOR_KEYS.contains(&k)
+                    || k == "max-in-memory-length"
+                    || k == "max-in-memory-bytes"
+            }
             PolicyKind::Policy => KNOWN_KEYS.contains(&k) || KEPT_KEYS.contains(&k),
         };
         let unknown: Vec<String> = table

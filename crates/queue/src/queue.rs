@@ -428,7 +428,9 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
     }
 
     /// Appends a message recovered after a restart: it may have been delivered before, so it
-    /// is marked redelivered.
+    /// is marked redelivered. It was accepted before, so no length limit refuses or drops it
+    /// (the next publish trims a queue past its limit with `drop-head`); its time to live
+    /// counts from its [`Payload::age`].
     pub fn publish_recovered(&mut self, message: M) -> Pushed<M> {
         self.push(message, 1)
     }
@@ -479,7 +481,8 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
 
     fn push(&mut self, message: M, delivery_count: u32) -> Pushed<M> {
         let len = message.body_len() as u64;
-        if self.over_limit(Some(len)) {
+        let recovered = delivery_count > 0;
+        if !recovered && self.over_limit(Some(len)) {
             match self.config.limits.overflow {
                 Overflow::RejectPublish | Overflow::RejectPublishDlx => {
                     return Pushed::Rejected {
@@ -506,7 +509,7 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
             expires_at: ttl.map(|t| self.now.saturating_add(t).saturating_sub(age)),
             message,
         };
-        if self.over_limit(Some(len)) {
+        if !recovered && self.over_limit(Some(len)) {
             // Still too big for the queue on its own (x-max-length 0, or a body above the
             // byte limit): it goes at once.
             self.dead.push(Dead {

@@ -476,3 +476,164 @@ async fn ttl_limits_and_dead_lettering_of_durable_queues_across_a_restart() {
     );
     b.stop().await;
 }
+
+/// A policy giving a length limit or a TTL to a queue whose backlog is paged out (a durable
+/// queue past 2,048 persistent messages): the backlog is read back under the old rules, so
+/// nothing already queued is refused or expired; only a lower `drop-head` limit drops heads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_on_a_paged_out_backlog_keeps_what_was_queued() {
+    let dir = DataDir::new();
+    let b = dir.start().await;
+    let h = b.handle();
+    let (_c, ch) = b.lapin_channel().await;
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
+    const N: usize = 3000;
+    for q in ["paged.full", "paged.ttl", "paged.drop"] {
+        declare_durable(&ch, q).await;
+        let mut pending = Vec::new();
+        for i in 0..N {
+            pending.push(
+                within(ch.basic_publish(
+                    "",
+                    q,
+                    BasicPublishOptions::default(),
+                    format!("m{i}").as_bytes(),
+                    BasicProperties::default().with_delivery_mode(2),
+                ))
+                .await
+                .unwrap(),
+            );
+        }
+        for c in pending {
+            assert!(matches!(within(c).await.unwrap(), Confirmation::Ack(None)));
+        }
+        b.wait_queue(q, |s| s.messages_ready == N as u64).await;
+    }
+    h.set_policy(
+        "/",
+        policy(
+            "full",
+            r"^paged\.full$",
+            r#"{"max-length": 2500, "overflow": "reject-publish"}"#,
+        ),
+    )
+    .unwrap();
+    h.set_policy(
+        "/",
+        policy("ttl", r"^paged\.ttl$", r#"{"message-ttl": 50}"#),
+    )
+    .unwrap();
+    h.set_policy(
+        "/",
+        policy("drop", r"^paged\.drop$", r#"{"max-length": 1000}"#),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.queue("paged.full").unwrap().messages_ready, N as u64);
+    assert_eq!(b.queue("paged.ttl").unwrap().messages_ready, N as u64);
+    assert_eq!(b.queue("paged.drop").unwrap().messages_ready, 1000);
+    assert_eq!(confirmed(&ch, "paged.full", &["over"]).await, [false]);
+    let order = |v: Vec<String>| v;
+    let full = order(drain(&ch, "paged.full").await);
+    assert_eq!(full, (0..N).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    let dropped = drain(&ch, "paged.drop").await;
+    assert_eq!(
+        dropped,
+        (2000..N).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
+    // New messages get the TTL.
+    publish(&ch, "", "paged.ttl", "new").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.queue("paged.ttl").unwrap().messages_ready, N as u64);
+    b.stop().await;
+}
+
+/// As in RabbitMQ: an `expires` policy counts from when it applies, not from when the queue
+/// was last used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expires_policy_counts_from_when_it_applies() {
+    let b = start().await;
+    let (_c, ch) = b.lapin_channel().await;
+    declare(&ch, "idle.q").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    b.handle()
+        .set_policy("/", policy("exp", r"^idle\.", r#"{"expires": 400}"#))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        b.queue("idle.q").is_some(),
+        "idle 750 ms, but only 150 ms under the policy"
+    );
+    b.wait_queue_gone("idle.q").await;
+    b.stop().await;
+}
+
+/// Confirmed messages of a `reject-publish` queue are all recovered, even when more are ready
+/// after the restart than its limit (those that were unacknowledged come back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_reject_publish_queue_recovers_every_message() {
+    let dir = DataDir::new();
+    let b = dir.start().await;
+    let (_c, ch) = b.lapin_channel().await;
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
+    within(ch.queue_declare(
+        "rp.q",
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args(&[
+            ("x-max-length", AMQPValue::LongInt(2)),
+            ("x-overflow", AMQPValue::LongString("reject-publish".into())),
+        ]),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(confirmed(&ch, "rp.q", &["a", "b"]).await, [true, true]);
+    let held = within(ch.basic_get("rp.q", lapin::options::BasicGetOptions { no_ack: false }))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(&held.delivery), "a");
+    assert_eq!(confirmed(&ch, "rp.q", &["c", "d"]).await, [true, false]);
+    drop(ch);
+    let b = dir.restart(b).await;
+    assert_eq!(b.queue("rp.q").unwrap().messages_ready, 3);
+    let (_c, ch) = b.lapin_channel().await;
+    let mut got = drain(&ch, "rp.q").await;
+    got.sort();
+    assert_eq!(got, ["a", "b", "c"]);
+    b.stop().await;
+}
+
+/// A policy's alternate exchange on a built-in exchange (never stored) acts again after a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_alternate_exchange_on_a_built_in_exchange_survives_a_restart() {
+    let dir = DataDir::new();
+    let b = dir.start().await;
+    b.handle()
+        .set_policy(
+            "/",
+            policy(
+                "ae",
+                r"^amq\.direct$",
+                r#"{"alternate-exchange": "amq.fanout"}"#,
+            )
+            .apply_to("exchanges"),
+        )
+        .unwrap();
+    let (_c, ch) = b.lapin_channel().await;
+    declare_durable(&ch, "caught").await;
+    bind(&ch, "caught", "amq.fanout", "").await;
+    drop(ch);
+    let b = dir.restart(b).await;
+    let (_c, ch) = b.lapin_channel().await;
+    publish(&ch, "amq.direct", "nowhere", "m").await;
+    b.wait_queue("caught", |q| q.messages_ready == 1).await;
+    b.stop().await;
+}
