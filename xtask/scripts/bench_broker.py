@@ -608,6 +608,17 @@ def run_meta(args, bins):
 
 # ---- main ------------------------------------------------------------------------------
 
+def add_broker_args(ap):
+    """The options every side-by-side script shares: the ports, the RabbitMQ node, the build."""
+    ap.add_argument('--warren-port', type=int, default=5691)
+    ap.add_argument('--rabbitmq-port', type=int, default=5690)
+    ap.add_argument('--rabbitmq-dist-port', type=int, default=25690)
+    ap.add_argument('--rabbitmq-node', default='bench@localhost')
+    ap.add_argument('--build', action='store_true',
+                    help='cargo build --release --example server --example load first')
+    ap.add_argument('--target-dir', default=os.path.join(REPO, 'target', 'release', 'examples'))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -624,14 +635,8 @@ def main():
                          'than this share of a core is discarded and repeated')
     ap.add_argument('--retries', type=int, default=4,
                     help='repeats of a disturbed run before its last attempt is kept (flagged)')
-    ap.add_argument('--warren-port', type=int, default=5691)
-    ap.add_argument('--rabbitmq-port', type=int, default=5690)
-    ap.add_argument('--rabbitmq-dist-port', type=int, default=25690)
-    ap.add_argument('--rabbitmq-node', default='bench@localhost')
+    add_broker_args(ap)
     ap.add_argument('--rabbitmq-base', default='/tmp/bench-rmq')
-    ap.add_argument('--build', action='store_true',
-                    help='cargo build --release --example server --example load first')
-    ap.add_argument('--target-dir', default=os.path.join(REPO, 'target', 'release', 'examples'))
     ap.add_argument('--rundir', help='where logs and results go (default /tmp/bench-broker-DATE)')
     args = ap.parse_args()
     wanted = set(args.scenarios.split(','))

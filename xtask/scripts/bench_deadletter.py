@@ -307,13 +307,7 @@ def main():
                          'a core')
     ap.add_argument('--stop-timeout', type=float, default=120,
                     help='seconds a clean stop may take before the broker is killed')
-    ap.add_argument('--warren-port', type=int, default=5691)
-    ap.add_argument('--rabbitmq-port', type=int, default=5690)
-    ap.add_argument('--rabbitmq-dist-port', type=int, default=25690)
-    ap.add_argument('--rabbitmq-node', default='bench@localhost')
-    ap.add_argument('--build', action='store_true',
-                    help='cargo build --release --example server --example load first')
-    ap.add_argument('--target-dir', default=os.path.join(bb.REPO, 'target', 'release', 'examples'))
+    bb.add_broker_args(ap)
     ap.add_argument('--rundir',
                     help='where data, logs and results go (default target/bench/deadletter-DATE)')
     ap.add_argument('--keep-data', action='store_true',
