@@ -5,22 +5,25 @@ Usage:
   crash_pika.py load PORT OUT --cycle C --producers N --window W --pad B --consumer 0|1 --seed S
   crash_pika.py drain PORT OUT
 
-`load` declares the durable queue `crash-test`, starts N producer connections publishing
+`load` declares the durable queue `crash-test`, which dead-letters (through the default
+exchange) to the durable queue `crash-dead`, starts N producer connections publishing
 persistent messages with publisher confirms (at most W unconfirmed each) and, with
-`--consumer 1`, one consumer that acks part of what it gets. It prints `ready` once every
-producer is publishing, then runs until the broker dies (xtask sends it SIGKILL). It writes
-to OUT, as JSON, what the checks need:
+`--consumer 1`, one consumer that acks part of what it gets and rejects (requeue=false, so
+dead-letters) another part. It prints `ready` once every producer is publishing, then runs
+until the broker dies (xtask sends it SIGKILL). It writes to OUT, as JSON, what the checks
+need:
   attempted  ids whose basic.publish was about to be written (recorded before writing),
   confirmed  ids whose basic.ack (publisher confirm) arrived,
   nacked     ids whose basic.nack arrived,
   acked      ids whose consumer basic.ack may have been written (recorded before writing),
+  rejected   ids whose consumer basic.reject may have been written (recorded before writing),
   delivered  how many deliveries the consumer got,
   unexpected errors that a broker kill does not explain (channel or connection closed by the
              broker, exceptions in this script).
 
-`drain` consumes and acks `crash-test` until it is empty and writes
-  queue_existed  whether the durable queue was there before it was declared again,
-  messages       [id, redelivered] in delivery order,
+`drain` consumes and acks `crash-test`, then `crash-dead`, until they are empty and writes
+  queue_existed  whether both durable queues were there before they were declared again,
+  messages       [id, redelivered, queue] in delivery order,
   corrupt        bodies that are not exactly what a producer sent,
   left           the queue's message count when draining gave up (0 when drained).
 
@@ -38,6 +41,9 @@ import pika
 from pika import exceptions as px
 
 QUEUE = "crash-test"
+DEAD = "crash-dead"
+# What crash-test is declared with: rejected messages go to crash-dead.
+DL_ARGS = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": DEAD}
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 
 
@@ -173,7 +179,8 @@ class Producer(threading.Thread):
 
 
 class Consumer(threading.Thread):
-    """Consumes with a prefetch and acks a random part of what it gets, the rest left unacked."""
+    """Consumes with a prefetch, rejects (dead-letters) a random part of what it gets and acks
+    a random part of the rest, the rest left unacked."""
 
     def __init__(self, port, rng, stop):
         super().__init__(daemon=True)
@@ -182,9 +189,10 @@ class Consumer(threading.Thread):
         self.ack_probability = rng.choice([0.5, 0.9, 1.0])
         self.prefetch = rng.choice([1, 10, 100])
         self.max_acks = rng.choice([10, 100, 1_000_000])
+        self.reject_probability = rng.choice([0.0, 0.2, 0.5])
         self.rng = random.Random(rng.random())
         self.delivered = 0
-        self.acked, self.unexpected = [], []
+        self.acked, self.rejected, self.unexpected = [], [], []
 
     def run(self):
         try:
@@ -201,7 +209,10 @@ class Consumer(threading.Thread):
                 if msg_id is None:
                     self.unexpected.append(f"consumer: corrupt body {body[:80]!r}")
                     continue
-                if len(self.acked) < self.max_acks and self.rng.random() < self.ack_probability:
+                if self.rng.random() < self.reject_probability:
+                    self.rejected.append(msg_id)  # before writing, as for acks
+                    ch.basic_reject(m.delivery_tag, requeue=False)
+                elif len(self.acked) < self.max_acks and self.rng.random() < self.ack_probability:
                     self.acked.append(msg_id)  # before writing: an ack may be half-sent
                     ch.basic_ack(m.delivery_tag)
             conn.close()
@@ -215,7 +226,9 @@ class Consumer(threading.Thread):
 
 def load(a):
     conn = pika.BlockingConnection(params(a.port))
-    conn.channel().queue_declare(QUEUE, durable=True)
+    ch = conn.channel()
+    ch.queue_declare(DEAD, durable=True)
+    ch.queue_declare(QUEUE, durable=True, arguments=DL_ARGS)
     conn.close()
 
     rng = random.Random(a.seed)
@@ -249,6 +262,7 @@ def load(a):
         "confirmed": [i for p in producers for i in p.confirmed],
         "nacked": [i for p in producers for i in p.nacked],
         "acked": consumer.acked if consumer else [],
+        "rejected": consumer.rejected if consumer else [],
         "delivered": consumer.delivered if consumer else 0,
         "unexpected": [e for t in threads for e in t.unexpected]
         + (["the broker was still up at the deadline"] if timed_out else []),
@@ -261,43 +275,47 @@ def drain(a):
     conn = pika.BlockingConnection(params(a.port))
     ch = conn.channel()
     existed = True
-    try:
-        ch.queue_declare(QUEUE, durable=True, passive=True)
-    except px.ChannelClosedByBroker as e:
-        if e.reply_code != 404:
-            raise
-        existed = False
-        ch = conn.channel()
-        ch.queue_declare(QUEUE, durable=True)
+    for queue, args in ((DEAD, None), (QUEUE, DL_ARGS)):
+        try:
+            ch.queue_declare(queue, durable=True, passive=True)
+        except px.ChannelClosedByBroker as e:
+            if e.reply_code != 404:
+                raise
+            existed = False
+            ch = conn.channel()
+            ch.queue_declare(queue, durable=True, arguments=args)
     ch.basic_qos(prefetch_count=500)
 
     messages, corrupt = [], []
     left = 0
-    stalled_since = None
-    while True:
-        last_tag, unacked = None, 0
-        for m, _props, body in ch.consume(QUEUE, inactivity_timeout=0.3):
-            if m is None:
-                break
-            msg_id = parse_body(body)
-            if msg_id is None:
-                corrupt.append(repr(body[:80]))
-            else:
-                messages.append([msg_id, bool(m.redelivered)])
-            last_tag, unacked = m.delivery_tag, unacked + 1
-            if unacked >= 200:
+    for queue in (QUEUE, DEAD):
+        stalled_since = None
+        while True:
+            last_tag, unacked = None, 0
+            for m, _props, body in ch.consume(queue, inactivity_timeout=0.3):
+                if m is None:
+                    break
+                msg_id = parse_body(body)
+                if msg_id is None:
+                    corrupt.append(repr(body[:80]))
+                else:
+                    messages.append([msg_id, bool(m.redelivered), queue])
+                last_tag, unacked = m.delivery_tag, unacked + 1
+                if unacked >= 200:
+                    ch.basic_ack(last_tag, multiple=True)
+                    last_tag, unacked = None, 0
+            if last_tag is not None:
                 ch.basic_ack(last_tag, multiple=True)
-                last_tag, unacked = None, 0
-        if last_tag is not None:
-            ch.basic_ack(last_tag, multiple=True)
-        left = ch.queue_declare(QUEUE, durable=True, passive=True).method.message_count
-        if left == 0:
+            ch.cancel()
+            left = ch.queue_declare(queue, durable=True, passive=True).method.message_count
+            if left == 0:
+                break
+            # Messages counted but not delivered: give the broker a while, then report them.
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > 10:
+                break
+        if left:
             break
-        # Messages counted but not delivered: give the broker a while, then report them.
-        stalled_since = stalled_since or time.monotonic()
-        if time.monotonic() - stalled_since > 10:
-            break
-    ch.cancel()
     conn.close()
     with open(a.out, "w") as f:
         json.dump({"queue_existed": existed, "messages": messages, "corrupt": corrupt,

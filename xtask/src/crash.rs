@@ -5,21 +5,26 @@
 //! cycles (`target/crash/data`, emptied when the run starts):
 //!
 //! 1. with the server up, `xtask/scripts/crash_pika.py load` declares the durable queue
-//!    `crash-test` and runs 1–3 producer connections publishing persistent messages with
-//!    publisher confirms (a window of 1–256 unconfirmed each), and in some cycles a consumer
-//!    that acks part of what it gets;
+//!    `crash-test` (dead-lettering to the durable queue `crash-dead`) and runs 1–3 producer
+//!    connections publishing persistent messages with publisher confirms (a window of 1–256
+//!    unconfirmed each), and in some cycles a consumer that acks part of what it gets and
+//!    rejects (dead-letters) another part;
 //! 2. after a delay of 200–1500 ms the server gets SIGKILL; the clients see the connection die
 //!    and report which ids they attempted, which were confirmed and which acks they may have
 //!    written;
 //! 3. the server is restarted on the same data directory (the restart time is from spawn until
-//!    the port accepts), and `crash_pika.py drain` consumes and acks the queue until it is empty.
+//!    the port accepts), and `crash_pika.py drain` consumes and acks both queues until they are
+//!    empty.
 //!
 //! The checks keep a running record across cycles: every id ever attempted, and the
 //! *outstanding* ids, confirmed and not yet consumed-and-acked. A cycle fails if
 //! - an outstanding id is not in the drain (confirmed, then lost),
 //! - the drain has an id that was never attempted, or a body not exactly as sent,
-//! - the drain delivers one id twice,
-//! - the durable queue itself is gone after the restart,
+//! - the drain delivers one id twice from one queue, or from both queues when it was never
+//!   rejected (a rejected one may be in both: dead-lettering is at least once, the dead letter
+//!   being stored before the original is dropped),
+//! - `crash-dead` holds an id that was never rejected,
+//! - a durable queue itself is gone after the restart,
 //! - a client saw an error that a kill does not explain (a channel or connection closed by the
 //!   broker).
 //!
@@ -265,6 +270,7 @@ struct Load {
     confirmed: Vec<String>,
     nacked: usize,
     acked: Vec<String>,
+    rejected: Vec<String>,
     delivered: u64,
     unexpected: Vec<String>,
 }
@@ -331,6 +337,7 @@ fn load(
         confirmed: strings(&v, "confirmed")?,
         nacked: strings(&v, "nacked")?.len(),
         acked: strings(&v, "acked")?,
+        rejected: strings(&v, "rejected")?,
         delivered: v.get("delivered").and_then(Value::as_u64).unwrap_or(0),
         unexpected: strings(&v, "unexpected")?,
     })
@@ -339,7 +346,8 @@ fn load(
 /// What a drain after the restart found.
 struct Drain {
     queue_existed: bool,
-    messages: Vec<(String, bool)>,
+    /// Id, redelivered, and whether it came from the dead-letter queue.
+    messages: Vec<(String, bool, bool)>,
     corrupt: Vec<String>,
     left: u64,
 }
@@ -360,9 +368,19 @@ fn drain(python: &Path, script: &Path, port: u16, out: &Path) -> Result<Drain, S
         .and_then(Value::as_array)
         .ok_or("drain output lacks \"messages\"")?
         .iter()
-        .map(|m| match (m.get(0).and_then(Value::as_str), m.get(1)) {
-            (Some(id), Some(r)) => Ok((id.to_owned(), r.as_bool().unwrap_or(false))),
-            _ => Err(format!("drain output: bad message {m}")),
+        .map(|m| {
+            match (
+                m.get(0).and_then(Value::as_str),
+                m.get(1),
+                m.get(2).and_then(Value::as_str),
+            ) {
+                (Some(id), Some(r), Some(q)) => Ok((
+                    id.to_owned(),
+                    r.as_bool().unwrap_or(false),
+                    q == "crash-dead",
+                )),
+                _ => Err(format!("drain output: bad message {m}")),
+            }
         })
         .collect::<Result<_, String>>()?;
     Ok(Drain {
@@ -473,6 +491,9 @@ fn cycles(
     let mut attempted: HashSet<String> = HashSet::new();
     let mut outstanding: HashSet<String> = HashSet::new();
     let mut acked: HashSet<String> = HashSet::new();
+    // Ids whose rejection (a dead-lettering) may have been written.
+    let mut rejected: HashSet<String> = HashSet::new();
+    let mut total_dead = 0usize;
     let mut restarts: Vec<Duration> = Vec::new();
     let (mut total_confirmed, mut total_attempted, mut total_recovered) = (0usize, 0usize, 0usize);
     let (mut total_redelivered, mut total_reappeared) = (0usize, 0usize);
@@ -498,6 +519,7 @@ fn cycles(
             outstanding.remove(id);
             acked.insert(id.clone());
         }
+        rejected.extend(l.rejected.iter().cloned());
 
         // Checks of the drain.
         let mut failures = Vec::new();
@@ -508,14 +530,27 @@ fn cycles(
             ));
         }
         if !d.queue_existed {
-            failures.push("the durable queue crash-test was gone after the restart".into());
+            failures
+                .push("a durable queue (crash-test, crash-dead) was gone after the restart".into());
         }
         let mut seen: HashSet<&str> = HashSet::new();
+        let mut seen_in: HashSet<(&str, bool)> = HashSet::new();
         let mut duplicates = Vec::new();
         let mut unknown = Vec::new();
-        let (mut redelivered, mut reappeared) = (0usize, 0usize);
-        for (id, redelivered_flag) in &d.messages {
-            if !seen.insert(id) {
+        let mut never_rejected = Vec::new();
+        let (mut redelivered, mut reappeared, mut dead) = (0usize, 0usize, 0usize);
+        for (id, redelivered_flag, from_dead) in &d.messages {
+            if *from_dead {
+                dead += 1;
+                if !rejected.contains(id) {
+                    never_rejected.push(id.clone());
+                }
+            }
+            // Twice from one queue is a duplicate; once from each, only if it was rejected
+            // (the dead letter is stored before the original goes: at least once).
+            if !seen_in.insert((id.as_str(), *from_dead))
+                || (!seen.insert(id) && !rejected.contains(id))
+            {
                 duplicates.push(id.clone());
             }
             if !attempted.contains(id) {
@@ -553,6 +588,13 @@ fn cycles(
                 sample(&duplicates, 10)
             ));
         }
+        if !never_rejected.is_empty() {
+            failures.push(format!(
+                "{} messages in crash-dead that were never rejected: {}",
+                never_rejected.len(),
+                sample(&never_rejected, 10)
+            ));
+        }
         if !d.corrupt.is_empty() {
             failures.push(format!(
                 "{} bodies not as sent: {}",
@@ -569,8 +611,9 @@ fn cycles(
 
         eprintln!(
             "cycle {cycle}/{}: producers {} window {} pad {} consumer {} kill after {} ms | \
-             attempted {} confirmed {} nacked {} delivered {} acked {} | \
-             recovered {} redelivered {} reappeared {} missing {} | restart {} ms | {}",
+             attempted {} confirmed {} nacked {} delivered {} acked {} rejected {} | \
+             recovered {} (dead-lettered {}) redelivered {} reappeared {} missing {} | \
+             restart {} ms | {}",
             o.cycles,
             plan.producers,
             plan.window,
@@ -582,7 +625,9 @@ fn cycles(
             l.nacked,
             l.delivered,
             l.acked.len(),
+            l.rejected.len(),
             d.messages.len(),
+            dead,
             redelivered,
             reappeared,
             missing.len(),
@@ -594,10 +639,11 @@ fn cycles(
         }
 
         // The drain acked everything it got: the queue starts the next cycle empty.
-        for (id, _) in &d.messages {
+        for (id, _, _) in &d.messages {
             outstanding.remove(id);
             acked.insert(id.clone());
         }
+        total_dead += dead;
         total_attempted += l.attempted.len();
         total_confirmed += l.confirmed.len();
         total_recovered += d.messages.len();
@@ -609,8 +655,8 @@ fn cycles(
     let ms = |d: Option<&Duration>| d.map_or(0, Duration::as_millis);
     eprintln!(
         "crash: {} cycles passed (seed {}): attempted {total_attempted} confirmed \
-         {total_confirmed} recovered {total_recovered} redelivered {total_redelivered} \
-         reappeared {total_reappeared}; restart ms min {} median {} max {}",
+         {total_confirmed} recovered {total_recovered} (dead-lettered {total_dead}) redelivered \
+         {total_redelivered} reappeared {total_reappeared}; restart ms min {} median {} max {}",
         o.cycles,
         o.seed,
         ms(restarts.first()),

@@ -366,6 +366,11 @@ async fn policies_survive_a_restart_and_act_on_recovered_queues() {
     b.wait_queue("keep.q", |q| q.messages_ready == 2).await;
     tokio::time::sleep(QUIET).await;
     assert_eq!(drain(&ch, "keep.q").await, ["c", "d"]);
+    // The operator policy's byte limit acts too: a body over it does not stay.
+    send(&ch, "keep.q", &"x".repeat(1500), BasicProperties::default()).await;
+    send(&ch, "keep.q", "small", BasicProperties::default()).await;
+    b.wait_queue("keep.q", |q| q.messages_ready == 1).await;
+    assert_eq!(drain(&ch, "keep.q").await, ["small"]);
     b.stop().await;
 }
 
