@@ -302,19 +302,12 @@ where
         }
         match &conn.ctx.throttled {
             Some(Throttle::Queue(q)) => {
-                let mut s = q.lock();
                 let now = tokio::time::Instant::now();
-                let release = if s.deleted || !s.over_low_mark() {
-                    true
-                } else if now >= conn.ctx.throttle_recheck {
-                    // Still backed up: keep waiting only while its consumers make progress.
+                let recheck = now >= conn.ctx.throttle_recheck;
+                if recheck {
                     conn.ctx.throttle_recheck = now + FLOW_RECHECK;
-                    !s.congested()
-                } else {
-                    false
-                };
-                drop(s);
-                if release {
+                }
+                if q.lock().releases(recheck) {
                     conn.ctx.throttled = None;
                 }
             }

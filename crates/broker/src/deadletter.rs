@@ -18,12 +18,12 @@
 
 use crate::broker::Shared;
 use crate::message::Message;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Waiters};
 use crate::staging::{Batch, Staging};
 use crate::vhost::QueueCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use warren_amqp_codec::{BasicProperties, FieldArray, FieldValue, ShortStr};
 use warren_queue::DeathReason;
@@ -55,7 +55,7 @@ pub(crate) struct Inbox {
     len: AtomicUsize,
     notify: Notify,
     /// Publishers paused until the inbox is down to [`Inbox::LOW`].
-    waiters: Mutex<Vec<Weak<Outbox>>>,
+    waiters: Mutex<Waiters>,
 }
 
 impl Inbox {
@@ -85,14 +85,10 @@ impl Inbox {
         if self.len() <= Self::HIGH {
             return false;
         }
-        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        w.retain(|o| o.strong_count() > 0);
-        if !w
-            .iter()
-            .any(|o| std::ptr::eq(o.as_ptr(), Arc::as_ptr(publisher)))
-        {
-            w.push(Arc::downgrade(publisher));
-        }
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(publisher);
         true
     }
 
@@ -104,11 +100,10 @@ impl Inbox {
         self.len.store(v.len(), Ordering::Release);
         if v.len() <= Self::LOW {
             drop(v);
-            let waiters =
-                std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
-            for o in waiters.iter().filter_map(Weak::upgrade) {
-                o.notify.notify_one();
-            }
+            self.waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .wake_all();
         }
         batch
     }
@@ -130,14 +125,14 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Waits until a congested queue drains to its low mark, is deleted, or its consumers stop
-/// making progress (as a paused publisher does).
+/// Waits as a paused publisher does until a congested queue may take more.
 async fn wait_for(q: &Arc<QueueCell>, outbox: &Outbox) {
     loop {
-        let _ =
-            tokio::time::timeout(crate::connection::FLOW_RECHECK, outbox.notify.notified()).await;
-        let mut s = q.lock();
-        if s.deleted || !s.over_low_mark() || !s.congested() {
+        let recheck =
+            tokio::time::timeout(crate::connection::FLOW_RECHECK, outbox.notify.notified())
+                .await
+                .is_err();
+        if q.lock().releases(recheck) {
             return;
         }
     }

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashSet};
 use warren_amqp_codec::table::MAX_NESTING;
 use warren_amqp_codec::{FieldArray, FieldTable, FieldValue, LongStr, ReplyCode, ShortStr};
 use warren_queue::declare::{self, QueueDecl};
-use warren_queue::policy::{ApplyTo, PolicyKind};
+use warren_queue::policy::PolicyKind;
 use warren_routing::{BindingSpec, DestinationName, ExchangeSpec, RoutingError, Topology};
 
 /// The RabbitMQ release whose format this is, written as `rabbit_version` and
@@ -911,9 +911,6 @@ fn read_policy(p: &Item<'_>, known: &Known, policy_kind: PolicyKind) -> Result<P
     let name = p.string("name")?.to_string();
     let pattern = p.string("pattern")?.to_string();
     let apply_to = p.opt_string("apply-to")?.unwrap_or("all").to_string();
-    ApplyTo::parse(&apply_to).map_err(|e| p.error("apply-to", e))?;
-    regex::Regex::new(&pattern)
-        .map_err(|e| p.error("pattern", format!("invalid regular expression: {e}")))?;
     let definition = match p.get("definition") {
         Some(Value::Object(m)) => Value::Object(m.clone()).to_string(),
         // `rabbitmqctl export_definitions` writes an operator policy's definition as a
@@ -954,7 +951,7 @@ fn read_policy(p: &Item<'_>, known: &Known, policy_kind: PolicyKind) -> Result<P
         priority,
         &definition,
     )
-    .map_err(|why| p.error("definition", why))
+    .map_err(|(field, why)| p.error(field, why))
 }
 
 /// An operator policy: a runtime parameter of component `operator_policy` whose `value`

@@ -13,7 +13,7 @@ use crate::message::Message;
 use crate::vhost::QueueCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
 use warren_amqp_codec::ShortStr;
 use warren_queue::channel::ChannelCredit;
@@ -137,5 +137,36 @@ impl Recipient for ConsumerLink {
             return false;
         }
         !ack_required || self.credit.try_acquire()
+    }
+}
+
+/// Paused publishers (their outboxes), each once, woken together.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters(Vec<Weak<Outbox>>);
+
+impl Waiters {
+    /// Adds a publisher (once; publishers gone meanwhile are forgotten).
+    pub(crate) fn add(&mut self, publisher: &Arc<Outbox>) {
+        self.0.retain(|w| w.strong_count() > 0);
+        if !self
+            .0
+            .iter()
+            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(publisher)))
+        {
+            self.0.push(Arc::downgrade(publisher));
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Wakes every publisher and forgets them.
+    pub(crate) fn wake_all(&mut self) {
+        for w in self.0.drain(..) {
+            if let Some(o) = w.upgrade() {
+                o.notify.notify_one();
+            }
+        }
     }
 }

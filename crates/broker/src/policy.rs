@@ -28,7 +28,8 @@ pub(crate) struct Policy {
 impl Policy {
     /// A policy, checked as RabbitMQ checks `set_policy`: the pattern must be a regular
     /// expression, `apply_to` one RabbitMQ knows, the definition an object of known keys with
-    /// valid values. The error is RabbitMQ's text.
+    /// valid values. The error names the field at fault (`pattern`, `apply-to`, `definition`)
+    /// and gives RabbitMQ's text.
     pub(crate) fn new(
         vhost: &str,
         name: &str,
@@ -37,17 +38,24 @@ impl Policy {
         apply_to: &str,
         priority: i64,
         definition: &str,
-    ) -> Result<Policy, String> {
-        let regex = regex::Regex::new(pattern)
-            .map_err(|e| format!("pattern should be regular expression but is invalid: {e}"))?;
-        let apply_to = ApplyTo::parse(apply_to)?;
+    ) -> Result<Policy, (&'static str, String)> {
+        let regex = regex::Regex::new(pattern).map_err(|e| {
+            (
+                "pattern",
+                format!("pattern should be regular expression but is invalid: {e}"),
+            )
+        })?;
+        let apply_to = ApplyTo::parse(apply_to).map_err(|e| ("apply-to", e))?;
+        let bad = |why: String| ("definition", why);
         let json: Value = serde_json::from_str(definition)
-            .map_err(|e| format!("the definition is not JSON: {e}"))?;
+            .map_err(|e| bad(format!("the definition is not JSON: {e}")))?;
         let Value::Object(map) = &json else {
-            return Err(format!("the definition must be a JSON object, got {json}"));
+            return Err(bad(format!(
+                "the definition must be a JSON object, got {json}"
+            )));
         };
-        let table = crate::definitions::table_from_json(map, 0)?;
-        let parsed = Definition::parse(&table, kind)?;
+        let table = crate::definitions::table_from_json(map, 0).map_err(bad)?;
+        let parsed = Definition::parse(&table, kind).map_err(bad)?;
         Ok(Policy {
             vhost: vhost.to_string(),
             name: name.to_string(),
@@ -215,6 +223,6 @@ impl PolicyInfo {
             self.priority,
             &self.definition,
         )
-        .map_err(Error::Policy)
+        .map_err(|(_, why)| Error::Policy(why))
     }
 }

@@ -3,11 +3,11 @@
 use crate::deadletter::{DeadLetter, Inbox};
 use crate::durable::Durable;
 use crate::message::Message;
-use crate::outbox::{ConsumerLink, Outbox, Outgoing};
+use crate::outbox::{ConsumerLink, Outbox, Outgoing, Waiters};
 use crate::paging::{self, Spill, Spilled};
 use crate::policy::{Applied, Policies, Policy};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use warren_amqp_codec::{FieldTable, ShortStr};
 use warren_queue::DeathReason;
 use warren_queue::declare::QueueSettings;
@@ -37,7 +37,7 @@ pub(crate) struct QueueState {
     /// Deleted: nothing more goes in; late settlements are ignored.
     pub(crate) deleted: bool,
     /// Publishing connections paused until the backlog drains (see [`FLOW_HIGH`]).
-    flow_waiters: Vec<Weak<Outbox>>,
+    flow_waiters: Waiters,
     /// `counters.delivered` at the last congestion check.
     delivered_at_check: u64,
     /// The messages past the head that live only on disk (paging).
@@ -75,22 +75,18 @@ impl QueueState {
 
     /// Registers a publisher to be woken when the backlog drains.
     pub(crate) fn add_flow_waiter(&mut self, publisher: &Arc<Outbox>) {
-        self.flow_waiters.retain(|w| w.strong_count() > 0);
-        if !self
-            .flow_waiters
-            .iter()
-            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(publisher)))
-        {
-            self.flow_waiters.push(Arc::downgrade(publisher));
-        }
+        self.flow_waiters.add(publisher);
     }
 
     fn wake_flow_waiters(&mut self) {
-        for w in self.flow_waiters.drain(..) {
-            if let Some(o) = w.upgrade() {
-                o.notify.notify_one();
-            }
-        }
+        self.flow_waiters.wake_all();
+    }
+
+    /// Whether a publisher paused for this queue may resume: it is gone, or down to its low
+    /// mark, or (`recheck`: checked now and then) its consumers stopped making progress (a
+    /// stuck consumer must not stall publishers).
+    pub(crate) fn releases(&mut self, recheck: bool) -> bool {
+        self.deleted || !self.over_low_mark() || (recheck && !self.congested())
     }
 
     /// Whether publishers should pause for this queue: a large backlog that consumers have
@@ -185,7 +181,7 @@ impl QueueCell {
                 queue: Queue::new(config),
                 counters: QueueCounters::default(),
                 deleted: false,
-                flow_waiters: Vec::new(),
+                flow_waiters: Waiters::default(),
                 delivered_at_check: 0,
                 spill: Spill::default(),
                 dead_letter,
@@ -198,12 +194,7 @@ impl QueueCell {
     /// limit drops the oldest at once, dead-lettered), dead-letter target and expiry. A queue
     /// that may no longer page reads its paged-out messages back in.
     pub(crate) fn apply_policies(self: &Arc<Self>, policies: &Policies) {
-        let decl = warren_queue::declare::QueueDecl {
-            durable: self.durable,
-            exclusive: self.exclusive_owner.is_some(),
-            auto_delete: self.auto_delete,
-            arguments: self.arguments.clone(),
-        };
+        let decl = self.decl();
         let applied = policies.applied(self.name.as_bytes(), queue_target(&decl));
         let mut s = self.lock();
         if s.deleted || s.applied == applied {
@@ -231,6 +222,16 @@ impl QueueCell {
         s.queue.advance(crate::now_ms());
         s.queue.set_limits(limits);
         self.deliver(&mut s);
+    }
+
+    /// The queue as declared.
+    pub(crate) fn decl(&self) -> warren_queue::declare::QueueDecl {
+        warren_queue::declare::QueueDecl {
+            durable: self.durable,
+            exclusive: self.exclusive_owner.is_some(),
+            auto_delete: self.auto_delete,
+            arguments: self.arguments.clone(),
+        }
     }
 
     /// The inbox its dead letters go to.
@@ -841,13 +842,7 @@ impl Vhost {
             if cell.exclusive_owner.is_some_and(|o| Some(o) != owner) {
                 return Err(declare::locked(&cell.name, &cell.vhost));
             }
-            let current = QueueDecl {
-                durable: cell.durable,
-                exclusive: cell.exclusive_owner.is_some(),
-                auto_delete: cell.auto_delete,
-                arguments: cell.arguments.clone(),
-            };
-            declare::check_equivalent(&current, requested, name, &self.name)?;
+            declare::check_equivalent(&cell.decl(), requested, name, &self.name)?;
             return Ok((cell, false));
         }
         on_create()?;

@@ -497,10 +497,7 @@ impl<M: Payload, C: Recipient> Queue<M, C> {
         }
         let offset = self.next_offset;
         self.next_offset += 1;
-        let ttl = match (self.config.limits.message_ttl, message.ttl()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let ttl = crate::policy::lower(self.config.limits.message_ttl, message.ttl());
         // A message recovered after a restart has spent part of its time already.
         let age = message.age();
         let entry = Entry {

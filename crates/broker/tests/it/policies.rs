@@ -540,8 +540,7 @@ async fn a_policy_on_a_paged_out_backlog_keeps_what_was_queued() {
     assert_eq!(b.queue("paged.ttl").unwrap().messages_ready, N as u64);
     assert_eq!(b.queue("paged.drop").unwrap().messages_ready, 1000);
     assert_eq!(confirmed(&ch, "paged.full", &["over"]).await, [false]);
-    let order = |v: Vec<String>| v;
-    let full = order(drain(&ch, "paged.full").await);
+    let full = drain(&ch, "paged.full").await;
     assert_eq!(full, (0..N).map(|i| format!("m{i}")).collect::<Vec<_>>());
     let dropped = drain(&ch, "paged.drop").await;
     assert_eq!(
